@@ -1,0 +1,100 @@
+"""The database engine, and schema migrations run under an advisory lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from eventbooking.settings import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+
+def sqlalchemy_url(database_url: str, *, driver: str = "psycopg") -> str:
+    """Turn a plain postgresql:// URL into one naming the psycopg driver."""
+    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if database_url.startswith(scheme):
+            return f"postgresql+{driver}://" + database_url[len(scheme) :]
+    raise ValueError("database_url must start with postgresql://")
+
+
+def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    """An asyncio engine over psycopg 3 with a bounded pool."""
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # A restarted database leaves dead connections in the pool; test them on checkout.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def engine_for(settings: DatabaseSettings) -> AsyncEngine:
+    """The engine a service's settings describe."""
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+
+
+def migration_step(
+    settings: DatabaseSettings, *, migrations: Path, version_table: str
+) -> Callable[[], Awaitable[None]]:
+    """A startup step that upgrades the schema, unless the settings turn migrations off."""
+
+    async def migrate() -> None:
+        if settings.run_migrations:
+            await asyncio.to_thread(
+                upgrade, settings.database_url, migrations=migrations, version_table=version_table
+            )
+
+    return migrate
+
+
+def upgrade(database_url: str, *, migrations: Path, version_table: str) -> None:
+    """Bring the schema to the newest revision; replicas starting together take turns."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
+    lock_id = zlib.crc32(version_table.encode())
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
+        try:
+            config.attributes["connection"] = conn
+            config.attributes["version_table"] = version_table
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+            conn.commit()
+    engine.dispose()
+    log.info("schema is up to date", extra={"version_table": version_table})
+
+
+def run_migrations_online(target_metadata: sa.MetaData) -> None:
+    """The body of every service's alembic env.py: migrate on the connection given."""
+    from alembic import context
+
+    conn = context.config.attributes.get("connection")
+    if conn is None:
+        raise RuntimeError(
+            "migrations run through eventbooking.db.upgrade, which passes a connection"
+        )
+    context.configure(
+        connection=conn,
+        target_metadata=target_metadata,
+        version_table=context.config.attributes["version_table"],
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

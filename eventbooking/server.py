@@ -1,0 +1,155 @@
+"""Server scaffolding shared by every service.
+
+`create_server` builds a grpc.aio server with the error interceptor, the
+standard health service and reflection, bound to the configured port (0 for
+tests). `serve` runs one: it reports NOT_SERVING until `startup` (migrations)
+has finished, then SERVING, and stops gracefully on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from eventbooking.interceptors import ErrorInterceptor
+from eventbooking.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A servicer to register, with its full name for health and reflection."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What a service runs around its servicers: before serving, beside it, after it."""
+
+    startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = field(
+        default_factory=tuple
+    )
+
+
+class PortInUse(RuntimeError):
+    """The server could not bind its port."""
+
+
+def create_server(
+    settings: ServiceSettings,
+    services: Sequence[Service],
+    *,
+    health: HealthServicer,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Build a server with `services`, health and reflection; return it and its bound port."""
+    server = grpc.aio.server(
+        interceptors=[*interceptors, ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            # Without this a second server could bind the same port silently.
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    for service in services:
+        service.register(server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [s.name for s in services]
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as err:
+        raise PortInUse(f"cannot listen on {address}: the port is in use or not allowed") from err
+    if port == 0:
+        raise PortInUse(f"cannot listen on {address}: the port is in use or not allowed")
+    return server, port
+
+
+async def set_status(health: HealthServicer, names: Sequence[str], serving: bool) -> None:
+    """Report every service, and the server as a whole (""), as serving or not."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *names]:
+        await health.set(name, status)
+
+
+async def serve(
+    settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifecycle
+) -> None:
+    """Run a server until SIGTERM or SIGINT, then stop it within the grace period."""
+    health = HealthServicer()
+    names = [s.name for s in services]
+    server, port = create_server(
+        settings, services, health=health, interceptors=lifecycle.extra_interceptors
+    )
+    await set_status(health, names, serving=False)
+    await server.start()
+    log.info("listening", extra={"port": port, "services": ",".join(names)})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for step in lifecycle.startup:
+            await step()
+        tasks = [asyncio.create_task(job()) for job in lifecycle.background]
+        await set_status(health, names, serving=True)
+        log.info("serving", extra={"port": port})
+        waiter = asyncio.create_task(stop.wait())
+        # A background job that dies takes the server down rather than leaving it half-working.
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log.error("background job failed", exc_info=task.exception())
+                raise SystemExit(1)
+    finally:
+        log.info("stopping", extra={"grace_seconds": settings.grace_seconds})
+        await health.enter_graceful_shutdown()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await server.stop(settings.grace_seconds)
+        for step in lifecycle.shutdown:
+            await step()
+        log.info("stopped")
+
+
+def run(settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifecycle) -> None:
+    """The body of every `python -m <service>`: serve, and exit with a message on a busy port."""
+    try:
+        asyncio.run(serve(settings, services, lifecycle))
+    except PortInUse as err:
+        raise SystemExit(str(err)) from None
