@@ -1,0 +1,1 @@
+"""Account service: accounts, balances and a ledger of deposits, charges and refunds."""

@@ -1,0 +1,16 @@
+"""python -m account_svc: serve the AccountService."""
+
+from account_svc.bootstrap import server_parts
+from account_svc.settings import Settings
+from eventbooking import logs, server
+from eventbooking.settings import load
+
+
+def main() -> None:
+    settings = load(Settings)
+    logs.configure(settings.log_level, settings.log_format)
+    server.run(settings, *server_parts(settings))
+
+
+if __name__ == "__main__":
+    main()

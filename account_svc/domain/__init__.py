@@ -1,0 +1,1 @@
+"""Accounts, ledger rows and charge keys as plain Python, with their rules."""
