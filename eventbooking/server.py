@@ -41,6 +41,8 @@ class Lifecycle:
 
     startup: Sequence[Callable[[], Awaitable[None]]] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    # Runs once the server reports NOT_SERVING, before it waits for in-flight calls.
+    stopping: Sequence[Callable[[], Awaitable[None]]] = ()
     shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = field(
         default_factory=tuple
@@ -136,6 +138,8 @@ async def serve(
     finally:
         log.info("stopping", extra={"grace_seconds": settings.grace_seconds})
         await health.enter_graceful_shutdown()
+        for step in lifecycle.stopping:
+            await step()
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -49,5 +49,6 @@ def load(settings_class: type[S]) -> S:
         lines = []
         for problem in err.errors():
             field = ".".join(str(part) for part in problem["loc"])
-            lines.append(f"  {prefix}{field.upper()}: {problem['msg']}")
+            name = f"{prefix}{field.upper()}" if field else settings_class.__name__
+            lines.append(f"  {name}: {problem['msg']}")
         sys.exit(f"invalid settings for {settings_class.__name__}:\n" + "\n".join(lines))
