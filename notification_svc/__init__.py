@@ -1,0 +1,1 @@
+"""The notification service: delivers notifications through configured sinks, once per key."""

@@ -1,0 +1,1 @@
+"""Delivery sinks: the log, a JSON Lines file, SMTP."""

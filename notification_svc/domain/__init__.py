@@ -1,0 +1,1 @@
+"""Notifications, the send command, the dedupe window and the history: plain Python."""

@@ -1,0 +1,1 @@
+"""The notification service use cases: send once per key, list, stream."""
