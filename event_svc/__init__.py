@@ -1,0 +1,1 @@
+"""Event service: events, their capacity and seat reservations (held, confirmed, released)."""

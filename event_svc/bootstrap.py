@@ -1,0 +1,62 @@
+"""The composition root: engine, unit of work, handlers and server pieces from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from event_svc.entrypoints.grpc_server import SERVICE_NAME, EventServicer
+from event_svc.service_layer.handlers import EventHandlers
+from event_svc.service_layer.sweeper import sweep_forever
+from event_svc.service_layer.unit_of_work import SqlEventUnitOfWork, UnitOfWork
+from event_svc.settings import Settings
+from eventbooking import db
+from eventbooking.clock import Clock, utcnow
+from eventbooking.event.v1 import event_pb2_grpc
+from eventbooking.server import Lifecycle, Service
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_event"
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    uow: Callable[[], UnitOfWork] | None = None,
+    clock: Clock | None = None,
+) -> EventHandlers:
+    """Handlers wired to the database named in settings, or to the fakes given."""
+    if uow is None:
+        bound = engine or db.engine_for(settings)
+        uow = lambda: SqlEventUnitOfWork(bound)  # noqa: E731
+    return EventHandlers(
+        uow,
+        clock=clock or utcnow,
+        default_hold=timedelta(seconds=settings.default_hold_seconds),
+    )
+
+
+def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
+    """The servicers and lifecycle that `eventbooking.server.run` needs."""
+    engine = db.engine_for(settings)
+    handlers = bootstrap(settings, engine=engine)
+    servicer = EventServicer(handlers)
+    service = Service(
+        SERVICE_NAME, lambda s: event_pb2_grpc.add_EventServiceServicer_to_server(servicer, s)
+    )
+    migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
+    return [service], Lifecycle(
+        startup=[migrate],
+        background=[
+            lambda: sweep_forever(
+                handlers,
+                interval=settings.sweep_interval_seconds,
+                batch_size=settings.sweep_batch_size,
+            )
+        ],
+        shutdown=[engine.dispose],
+    )

@@ -1,0 +1,1 @@
+"""Handlers, the unit of work and the sweeper of lapsed holds."""
