@@ -1,0 +1,287 @@
+"""The embedded system that `bookingctl up` runs: PostgreSQL and one process per service.
+
+Everything lives under one home folder (EVENTBOOKING_HOME, by default
+~/.local/share/eventbooking): `pg/` the database cluster, `logs/` a log per
+service, `up.json` what runs where. Data survives a restart; deleting the
+folder starts afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from eventbooking.localpg import LocalPostgres, PostgresError, port_is_free
+
+DEFAULT_PG_PORT = 54329
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service: its module, settings prefix, port and database."""
+
+    module: str
+    env_prefix: str
+    port: int
+    database: str | None
+    grpc_service: str
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        "account_svc", "ACCOUNT_SVC_", 50051, "account", "eventbooking.account.v1.AccountService"
+    ),
+    ServiceSpec("event_svc", "EVENT_SVC_", 50052, "event", "eventbooking.event.v1.EventService"),
+    ServiceSpec(
+        "notification_svc",
+        "NOTIFICATION_SVC_",
+        50054,
+        None,
+        "eventbooking.notification.v1.NotificationService",
+    ),
+)
+
+
+class UpError(RuntimeError):
+    """Something stops the embedded system from starting; the message says what."""
+
+
+def default_home() -> Path:
+    explicit = os.environ.get("EVENTBOOKING_HOME")
+    if explicit:
+        return Path(explicit)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "eventbooking"
+
+
+def wait_healthy(port: int, *, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Poll the standard health service on `port` until SERVING; False on timeout or death."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Running:
+    spec: ServiceSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class LocalSystem:
+    """Start, watch and stop the embedded system; `echo` reports progress to the user."""
+
+    home: Path
+    ports: dict[str, int]
+    pg_port: int = DEFAULT_PG_PORT
+    echo: Callable[[str], None] = print
+    health_timeout: float = 60.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.home.absolute()
+        self.pg = LocalPostgres(self.home / "pg", port=self.pg_port)
+        self.running: list[Running] = []
+        self._lock: IO[str] | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "up.json"
+
+    def _take_lock(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        lock = (self.home / "up.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            pid = self._recorded().get("pid", "?")
+            raise UpError(
+                f"bookingctl up is already running (pid {pid}) with home {self.home}; "
+                "stop it with Ctrl-C in its terminal first"
+            ) from None
+        self._lock = lock
+
+    def _recorded(self) -> dict[str, Any]:
+        try:
+            recorded: dict[str, Any] = json.loads(self.state_file.read_text())
+            return recorded
+        except (OSError, ValueError):
+            return {}
+
+    def _reap_leftovers(self) -> None:
+        """Stop services left behind by an earlier `up` that was killed outright."""
+        for entry in self._recorded().get("services", []):
+            pid = entry.get("pid")
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            with contextlib.suppress(OSError):
+                if entry["module"].encode() in cmdline.read_bytes():
+                    os.kill(pid, signal.SIGTERM)
+                    self.echo(
+                        f"stopped {entry['module']} (pid {pid}) left over from an earlier run"
+                    )
+                    for _ in range(50):
+                        if not cmdline.exists():
+                            break
+                        time.sleep(0.1)
+
+    def _check_ports(self) -> None:
+        for spec in SERVICES:
+            port = self.ports[spec.module]
+            if not port_is_free(port, "0.0.0.0"):
+                option = "--" + spec.module.removesuffix("_svc") + "-port"
+                raise UpError(
+                    f"port {port} for {spec.module} is in use; free it or pick another with {option}"
+                )
+        if not self.pg.running() and not port_is_free(self.pg_port):
+            raise UpError(
+                f"port {self.pg_port} for PostgreSQL is in use; pick another with --pg-port"
+            )
+
+    def start(self) -> None:
+        """Bring everything up and wait until every service reports SERVING."""
+        self._take_lock()
+        self._reap_leftovers()
+        self._check_ports()
+        first_run = not self.pg.initialized()
+        self.echo("initialising PostgreSQL" if first_run else "starting PostgreSQL")
+        try:
+            self.pg.start()
+            urls = {
+                spec.module: self.pg.create_database(spec.database)
+                for spec in SERVICES
+                if spec.database
+            }
+        except PostgresError as err:
+            raise UpError(str(err)) from None
+        logs = self.home / "logs"
+        logs.mkdir(exist_ok=True)
+        for spec in SERVICES:
+            port = self.ports[spec.module]
+            env = {
+                **os.environ,
+                **self.extra_env,
+                "PYTHONUNBUFFERED": "1",
+                f"{spec.env_prefix}PORT": str(port),
+                f"{spec.env_prefix}HOST": "127.0.0.1",
+            }
+            if spec.module in urls:
+                env[f"{spec.env_prefix}DATABASE_URL"] = urls[spec.module]
+            log_path = logs / f"{spec.module}.log"
+            with log_path.open("ab") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", spec.module],
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                    stdin=subprocess.DEVNULL,
+                    # Ctrl-C goes to this supervisor alone, which stops services before the database.
+                    start_new_session=True,
+                )
+            self.running.append(Running(spec, port, process, log_path))
+            self.echo(f"starting {spec.module} on port {port}")
+        self._record()
+        for run in self.running:
+            if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive):
+                raise UpError(
+                    f"{run.spec.module} did not become healthy:\n{self._tail(run.log_path)}"
+                )
+
+    def _record(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "postgres": {"port": self.pg_port, "data": str(self.pg.data_dir)},
+            "services": [
+                {
+                    "module": r.spec.module,
+                    "port": r.port,
+                    "pid": r.process.pid,
+                    "log": str(r.log_path),
+                }
+                for r in self.running
+            ],
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 15) -> str:
+        text = path.read_text(errors="replace").splitlines()
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        rows = [("PostgreSQL", f"127.0.0.1:{self.pg_port}", f"data {self.pg.data_dir}")]
+        rows += [(r.spec.module, f"localhost:{r.port}", f"log {r.log_path}") for r in self.running]
+        return rows
+
+    def wait(self) -> str:
+        """Block until Ctrl-C, SIGTERM or a service exiting; return why."""
+        reason: list[str] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            reason.append(signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        while not reason:
+            for run in self.running:
+                if not run.alive():
+                    return f"{run.spec.module} exited with code {run.process.returncode}:\n{self._tail(run.log_path)}"
+            time.sleep(0.2)
+        return reason[0]
+
+    def stop(self) -> None:
+        """Stop the services (SIGTERM, then SIGKILL after a grace period), then PostgreSQL."""
+        for run in self.running:
+            if run.process.poll() is None:
+                run.process.terminate()
+        deadline = time.monotonic() + 15
+        for run in self.running:
+            try:
+                run.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
+        self.running.clear()
+        with contextlib.suppress(PostgresError):
+            self.pg.stop()
+        self.state_file.unlink(missing_ok=True)
+        if self._lock:
+            self._lock.close()
+            self._lock = None
+
+
+@contextlib.contextmanager
+def local_system(system: LocalSystem) -> Iterator[LocalSystem]:
+    """Started on entry, stopped on exit whatever happened in between."""
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
