@@ -1,0 +1,1 @@
+"""Booking service: bookings, and the sagas that reserve, charge, confirm and notify for them."""

@@ -1,0 +1,1 @@
+"""The booking saga as plain Python: states, definitions, the log and the planner."""

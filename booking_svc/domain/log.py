@@ -1,0 +1,178 @@
+"""The append-only saga step log, and how it is read back against a definition.
+
+Each (step, phase) pair of a saga has its own track of rows. A track reads
+STARTED, then SUCCEEDED, FAILED or RETRYING for that attempt, or nothing at
+all when the process died mid-call; the next attempt starts with a new
+STARTED row whose attempt number is one higher. STARTED is written before
+the call, so a track that was STARTED may have taken effect.
+
+`read_log` replays the rows and refuses any that the definition or the
+track grammar does not allow: the planner never guesses around a bad log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from booking_svc.domain.saga import SagaDefinition
+from booking_svc.domain.states import StepEvent, StepPhase
+
+
+class LogMismatch(Exception):
+    """The log disagrees with the saga definition or its own grammar: a bug, never a guess."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of the log.
+
+    `attempt` is the try the row belongs to: a STARTED row opens it, and the
+    row that reports its outcome repeats it. `code` is the gRPC status name
+    of the reply, "OK" on success.
+    """
+
+    seq: int
+    saga_id: uuid.UUID
+    step: str
+    phase: StepPhase
+    event: StepEvent
+    attempt: int
+    code: str
+    message: str
+    at: datetime
+
+
+E = StepEvent
+
+# What may follow the last row of a track. FAILED is followed only by an operator's
+# RETRYING row; nothing follows SUCCEEDED.
+_FOLLOWS: Mapping[StepEvent | None, frozenset[StepEvent]] = {
+    None: frozenset({E.STARTED}),
+    # STARTED again: the process died mid-call and the step was resumed.
+    E.STARTED: frozenset({E.STARTED, E.SUCCEEDED, E.FAILED, E.RETRYING}),
+    E.RETRYING: frozenset({E.STARTED}),
+    E.FAILED: frozenset({E.RETRYING}),
+    E.SUCCEEDED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Track:
+    """What the log says so far about one step's action or compensation."""
+
+    attempts: int = 0
+    last: StepEvent | None = None
+
+    @property
+    def started(self) -> bool:
+        """True once a call was made or may have been made."""
+        return self.attempts > 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.last is StepEvent.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        return self.last is StepEvent.FAILED
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Every step's action and compensation track, by step position."""
+
+    actions: tuple[Track, ...]
+    compensations: tuple[Track, ...]
+
+    @property
+    def compensating(self) -> bool:
+        """True once any compensation was started."""
+        return any(track.started for track in self.compensations)
+
+
+def read_log(definition: SagaDefinition, entries: Sequence[LogEntry]) -> Progress:
+    """Replay `entries` (in seq order) into per-step tracks; LogMismatch if any row is wrong."""
+    steps = definition.steps
+    actions = [Track()] * len(steps)
+    compensations = [Track()] * len(steps)
+    for position, entry in enumerate(entries):
+        where = f"log row {entry.seq} ({entry.step} {entry.phase.value} {entry.event.value})"
+        if position and entries[0].saga_id != entry.saga_id:
+            raise LogMismatch(f"{where} belongs to saga {entry.saga_id}, not {entries[0].saga_id}")
+        if position and entries[position - 1].seq >= entry.seq:
+            raise LogMismatch(f"{where} is out of order")
+        try:
+            index = definition.index(entry.step)
+        except KeyError:
+            raise LogMismatch(f"{where}: saga {definition.kind} has no such step") from None
+        if entry.phase is StepPhase.ACTION:
+            _check_action(
+                definition, index, where=where, actions=actions, compensations=compensations
+            )
+            actions[index] = _advance(actions[index], entry, where=where)
+        else:
+            _check_compensation(
+                definition, index, where=where, actions=actions, compensations=compensations
+            )
+            compensations[index] = _advance(compensations[index], entry, where=where)
+    return Progress(actions=tuple(actions), compensations=tuple(compensations))
+
+
+def _check_action(
+    definition: SagaDefinition,
+    index: int,
+    *,
+    where: str,
+    actions: Sequence[Track],
+    compensations: Sequence[Track],
+) -> None:
+    if any(track.started for track in compensations):
+        raise LogMismatch(f"{where}: an action after compensation began")
+    waiting = [definition.steps[i].name for i in range(index) if not actions[i].succeeded]
+    if waiting:
+        raise LogMismatch(f"{where}: earlier steps have not succeeded: {waiting}")
+
+
+def _check_compensation(
+    definition: SagaDefinition,
+    index: int,
+    *,
+    where: str,
+    actions: Sequence[Track],
+    compensations: Sequence[Track],
+) -> None:
+    if definition.steps[index].compensation is None:
+        raise LogMismatch(f"{where}: the step has no compensation")
+    if not actions[index].started:
+        raise LogMismatch(f"{where}: the step's action never started")
+    pivot = definition.pivot_index
+    if pivot is not None and actions[pivot].succeeded:
+        raise LogMismatch(f"{where}: the pivot had succeeded")
+    # Compensations run in reverse, so every later step that needs one must be undone first.
+    pending = [
+        step.name
+        for later, step in enumerate(definition.steps)
+        if later > index
+        and step.compensation is not None
+        and actions[later].started
+        and not compensations[later].succeeded
+    ]
+    if pending:
+        raise LogMismatch(f"{where}: later steps are not compensated yet: {pending}")
+
+
+def _advance(track: Track, entry: LogEntry, *, where: str) -> Track:
+    if entry.event not in _FOLLOWS[track.last]:
+        last = track.last.value if track.last else "nothing"
+        raise LogMismatch(f"{where} cannot follow {last}")
+    if entry.event is StepEvent.STARTED:
+        expected = track.attempts + 1
+        attempts = expected
+    else:
+        expected = attempts = track.attempts
+    if entry.attempt != expected:
+        raise LogMismatch(f"{where} has attempt {entry.attempt}, expected {expected}")
+    return Track(attempts=attempts, last=entry.event)
