@@ -1,16 +1,8 @@
-"""python -m account_svc: serve the AccountService."""
+"""python -m account_svc: serve the AccountService until SIGTERM."""
 
 from account_svc.bootstrap import server_parts
 from account_svc.settings import Settings
-from eventbooking import logs, server
-from eventbooking.settings import load
-
-
-def main() -> None:
-    settings = load(Settings)
-    logs.configure(settings.log_level, settings.log_format)
-    server.run(settings, *server_parts(settings))
-
+from eventbooking import server
 
 if __name__ == "__main__":
-    main()
+    server.main(Settings, server_parts)

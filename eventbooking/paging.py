@@ -6,9 +6,24 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from eventbooking.errors import InvalidArgument
+
+T = TypeVar("T")
+Position = tuple[datetime, uuid.UUID]
+
+
+def split_page(
+    rows: Sequence[T], size: int, *, position: Callable[[T], Position]
+) -> tuple[list[T], Position | None]:
+    """Cut `rows` (fetched with limit size + 1) to a page, and say where the next one starts."""
+    page = list(rows[:size])
+    if len(rows) > size and page:
+        return page, position(page[-1])
+    return page, None
 
 
 def encode_token(at: datetime, row_id: uuid.UUID) -> str:

@@ -14,15 +14,16 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from eventbooking import logs
 from eventbooking.interceptors import ErrorInterceptor
-from eventbooking.settings import ServiceSettings
+from eventbooking.settings import ServiceSettings, load
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +158,15 @@ def run(settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifec
         asyncio.run(serve(settings, services, lifecycle))
     except PortInUse as err:
         raise SystemExit(str(err)) from None
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def main(
+    settings_class: type[S], server_parts: Callable[[S], tuple[Sequence[Service], Lifecycle]]
+) -> None:
+    """`python -m <service>`: load settings (exiting on a bad variable), configure logs, serve."""
+    settings = load(settings_class)
+    logs.configure(settings.log_level, settings.log_format)
+    run(settings, *server_parts(settings))

@@ -24,6 +24,7 @@ from account_svc.domain.model import (
 from account_svc.service_layer.unit_of_work import UnitOfWork
 from eventbooking.clock import Clock
 from eventbooking.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from eventbooking.paging import split_page
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,10 @@ class AccountHandlers:
         async with self._uow() as uow:
             await _require_account_txn(uow, cmd.account_id)
             rows = await uow.ledger.page(cmd.account_id, after=cmd.after, limit=cmd.page_size + 1)
-        page = rows[: cmd.page_size]
-        more = len(rows) > cmd.page_size
-        last = page[-1] if page else None
-        return TransactionPage(
-            transactions=page,
-            next_after=(last.created_at, last.transaction_id) if more and last else None,
+        page, next_after = split_page(
+            rows, cmd.page_size, position=lambda t: (t.created_at, t.transaction_id)
         )
+        return TransactionPage(transactions=page, next_after=next_after)
 
     async def charge(self, cmd: commands.Charge) -> Moved:
         now = self._clock()

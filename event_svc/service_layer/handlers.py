@@ -23,6 +23,7 @@ from event_svc.domain.model import (
 from event_svc.service_layer.unit_of_work import UnitOfWork
 from eventbooking.clock import Clock
 from eventbooking.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from eventbooking.paging import split_page
 
 # How many lapsed holds of one event a short ReserveSeats expires before trying again.
 EXPIRE_ON_DEMAND_LIMIT = 1000
@@ -62,13 +63,10 @@ class EventHandlers:
     async def list_events(self, cmd: commands.ListEvents) -> EventPage:
         async with self._uow() as uow:
             rows = await uow.events.page(after=cmd.after, limit=cmd.page_size + 1)
-        page = rows[: cmd.page_size]
-        more = len(rows) > cmd.page_size
-        last = page[-1] if page else None
-        return EventPage(
-            events=page,
-            next_after=(last.starts_at, last.event_id) if more and last else None,
+        page, next_after = split_page(
+            rows, cmd.page_size, position=lambda e: (e.starts_at, e.event_id)
         )
+        return EventPage(events=page, next_after=next_after)
 
     async def reserve_seats(self, cmd: commands.ReserveSeats) -> Reservation:
         """Hold seats until the hold time is up; a repeated id gets its reservation back."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,20 +13,12 @@ from event_svc.adapters.repository import (
     SqlReservationRepository,
 )
 from eventbooking.uow import SqlUnitOfWork
+from eventbooking.uow import UnitOfWork as BaseUnitOfWork
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(BaseUnitOfWork, Protocol):
     events: EventRepository
     reservations: ReservationRepository
-
-    async def __aenter__(self) -> Self: ...
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-    async def commit(self) -> None: ...
 
 
 class SqlEventUnitOfWork(SqlUnitOfWork):
