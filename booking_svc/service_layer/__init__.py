@@ -1,0 +1,1 @@
+"""The unit of work; later the saga engine and recovery."""
