@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,7 +103,6 @@ class LocalSystem:
     pg_port: int = DEFAULT_PG_PORT
     echo: Callable[[str], None] = print
     health_timeout: float = 60.0
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.home = self.home.absolute()
@@ -187,7 +186,6 @@ class LocalSystem:
             port = self.ports[spec.module]
             env = {
                 **os.environ,
-                **self.extra_env,
                 "PYTHONUNBUFFERED": "1",
                 f"{spec.env_prefix}PORT": str(port),
                 f"{spec.env_prefix}HOST": "127.0.0.1",

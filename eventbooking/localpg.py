@@ -237,9 +237,6 @@ class LocalPostgres:
         if result.returncode != 0:
             raise PostgresError(f"PostgreSQL did not stop:\n{result.stderr.strip()}")
 
-    def version(self) -> str:
-        return self._pg("postgres", "--version").stdout.strip()
-
     def create_database(self, name: str) -> str:
         """Create `name` unless it exists; return its URL."""
         with psycopg.connect(self.url(), autocommit=True) as conn:

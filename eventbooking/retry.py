@@ -56,13 +56,3 @@ def persistent(*, give_up_after: float = 3600.0, max_wait: float = 10.0) -> Asyn
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
-
-
-def startup(*, seconds: float = 30.0) -> AsyncRetrying:
-    """Waiting for a dependency to come up: any error retried, for a bounded time."""
-    return AsyncRetrying(
-        wait=wait_exponential_jitter(initial=0.1, max=1.0),
-        stop=stop_after_delay(seconds),
-        before_sleep=before_sleep_log(log, logging.INFO),
-        reraise=True,
-    )
