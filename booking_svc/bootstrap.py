@@ -1,8 +1,137 @@
-"""The composition root of the booking service; for now, where its migrations live."""
+"""The composition root: database, participants, engine, handlers and server pieces."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from booking_svc.adapters.participants import GrpcParticipants, Participants
+from booking_svc.domain.saga import RetryPolicy, SagaDefinition, booking_saga, cancel_saga
+from booking_svc.entrypoints.grpc_server import (
+    ADMIN_SERVICE_NAME,
+    SERVICE_NAME,
+    BookingServicer,
+    SagaAdminServicer,
+)
+from booking_svc.service_layer import crash
+from booking_svc.service_layer.changes import BookingChanges
+from booking_svc.service_layer.engine import SagaEngine, Sleep
+from booking_svc.service_layer.handlers import BookingHandlers
+from booking_svc.service_layer.unit_of_work import SqlBookingUnitOfWork, UnitOfWork
+from booking_svc.settings import Settings
+from eventbooking import db
+from eventbooking.booking.v1 import booking_pb2_grpc
+from eventbooking.clock import Clock, utcnow
+from eventbooking.server import Lifecycle, Service
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_booking"
+
+
+def definitions(settings: Settings) -> dict[str, SagaDefinition]:
+    """The booking and cancel sagas with the retry policies the settings ask for."""
+    before_pivot = RetryPolicy.budgeted(
+        attempts=settings.step_attempts,
+        deadline_seconds=settings.step_deadline_seconds,
+        max_backoff_seconds=settings.max_backoff_seconds,
+    )
+    after_pivot = RetryPolicy.persistent(
+        give_up_after_seconds=settings.give_up_after_seconds,
+        deadline_seconds=settings.step_deadline_seconds,
+        max_backoff_seconds=settings.max_backoff_seconds,
+    )
+    sagas = [
+        booking_saga(before_pivot=before_pivot, after_pivot=after_pivot),
+        cancel_saga(policy=after_pivot),
+    ]
+    return {saga.kind: saga for saga in sagas}
+
+
+@dataclass(frozen=True)
+class App:
+    """The booking service's working parts, as one process runs them."""
+
+    handlers: BookingHandlers
+    engine: SagaEngine
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    uow: Callable[[], UnitOfWork] | None = None,
+    participants: Participants | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    crash_hook: crash.Crash | None = None,
+) -> App:
+    """Handlers and saga engine wired to what the settings name, or to the fakes given."""
+    if uow is None:
+        bound = engine or db.engine_for(settings)
+        uow = lambda: SqlBookingUnitOfWork(bound)  # noqa: E731
+    if participants is None:
+        participants = GrpcParticipants(
+            account_address=settings.account_address,
+            event_address=settings.event_address,
+            notification_address=settings.notification_address,
+        )
+    sagas = definitions(settings)
+    if crash_hook is None:
+        crash_hook = crash.exit_at(crash.parse(settings.crash_points, sagas.values()))
+    changes = BookingChanges()
+    clock = clock or utcnow
+    saga_engine = SagaEngine(
+        uow,
+        participants,
+        owner=settings.instance_id,
+        clock=clock,
+        lease=timedelta(seconds=settings.lease_seconds),
+        hold_seconds=settings.hold_seconds,
+        changes=changes,
+        definitions=sagas,
+        crash=crash_hook,
+        max_running=settings.max_running_sagas,
+        sleep=sleep or asyncio.sleep,
+    )
+    handlers = BookingHandlers(
+        uow, saga_engine, changes, clock=clock, poll_interval=settings.poll_interval_seconds
+    )
+    return App(handlers=handlers, engine=saga_engine)
+
+
+def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
+    """The servicers and lifecycle that `eventbooking.server.run` needs."""
+    engine = db.engine_for(settings)
+    participants = GrpcParticipants(
+        account_address=settings.account_address,
+        event_address=settings.event_address,
+        notification_address=settings.notification_address,
+    )
+    app = bootstrap(settings, engine=engine, participants=participants)
+    servicer = BookingServicer(app.handlers, max_wait_seconds=settings.max_wait_seconds)
+    admin = SagaAdminServicer(app.handlers)
+    services = [
+        Service(
+            SERVICE_NAME,
+            lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
+        ),
+        Service(
+            ADMIN_SERVICE_NAME,
+            lambda s: booking_pb2_grpc.add_SagaAdminServiceServicer_to_server(admin, s),
+        ),
+    ]
+    migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
+    return services, Lifecycle(
+        startup=[migrate],
+        background=[
+            lambda: app.engine.recover_forever(interval=settings.recovery_interval_seconds),
+            app.engine.heartbeat_forever,
+        ],
+        stopping=[app.engine.stop],
+        shutdown=[participants.close, engine.dispose],
+    )

@@ -11,11 +11,19 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventbooking.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database could not be reached, not that a statement was wrong."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    )
 
 
 def sqlalchemy_url(database_url: str, *, driver: str = "psycopg") -> str:

@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
-from sqlalchemy import exc as sa_exc
 
-from eventbooking import errors
+from eventbooking import db, errors
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,10 @@ async def _abort_for(
 ) -> NoReturn:
     if isinstance(exc, errors.DomainError):
         await context.abort(status_for(exc), exc.message)
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-    ):
+    if db.is_outage(exc):
         log.warning(
-            "database unavailable", extra={"method": method, "error": type(exc.orig).__name__}
+            "database unavailable",
+            extra={"method": method, "error": type(getattr(exc, "orig", exc)).__name__},
         )
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again")
     ref = uuid.uuid4().hex[:12]

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,8 @@ class ServiceSpec:
     port: int
     database: str | None
     grpc_service: str
+    # The services it calls; each is passed as <PREFIX><NAME>_ADDRESS, e.g. BOOKING_SVC_EVENT_ADDRESS.
+    peers: tuple[str, ...] = ()
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -45,6 +47,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "account_svc", "ACCOUNT_SVC_", 50051, "account", "eventbooking.account.v1.AccountService"
     ),
     ServiceSpec("event_svc", "EVENT_SVC_", 50052, "event", "eventbooking.event.v1.EventService"),
+    ServiceSpec(
+        "booking_svc",
+        "BOOKING_SVC_",
+        50053,
+        "booking",
+        "eventbooking.booking.v1.BookingService",
+        peers=("account_svc", "event_svc", "notification_svc"),
+    ),
     ServiceSpec(
         "notification_svc",
         "NOTIFICATION_SVC_",
@@ -103,11 +113,14 @@ class LocalSystem:
     pg_port: int = DEFAULT_PG_PORT
     echo: Callable[[str], None] = print
     health_timeout: float = 60.0
+    # Extra environment per service module, on top of what `start` sets.
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.home = self.home.absolute()
         self.pg = LocalPostgres(self.home / "pg", port=self.pg_port)
         self.running: list[Running] = []
+        self.urls: dict[str, str] = {}
         self._lock: IO[str] | None = None
 
     @property
@@ -173,44 +186,81 @@ class LocalSystem:
         self.echo("initialising PostgreSQL" if first_run else "starting PostgreSQL")
         try:
             self.pg.start()
-            urls = {
+            self.urls = {
                 spec.module: self.pg.create_database(spec.database)
                 for spec in SERVICES
                 if spec.database
             }
         except PostgresError as err:
             raise UpError(str(err)) from None
-        logs = self.home / "logs"
-        logs.mkdir(exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
         for spec in SERVICES:
-            port = self.ports[spec.module]
-            env = {
-                **os.environ,
-                "PYTHONUNBUFFERED": "1",
-                f"{spec.env_prefix}PORT": str(port),
-                f"{spec.env_prefix}HOST": "127.0.0.1",
-            }
-            if spec.module in urls:
-                env[f"{spec.env_prefix}DATABASE_URL"] = urls[spec.module]
-            log_path = logs / f"{spec.module}.log"
-            with log_path.open("ab") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", spec.module],
-                    env=env,
-                    stdout=out,
-                    stderr=out,
-                    stdin=subprocess.DEVNULL,
-                    # Ctrl-C goes to this supervisor alone, which stops services before the database.
-                    start_new_session=True,
-                )
-            self.running.append(Running(spec, port, process, log_path))
-            self.echo(f"starting {spec.module} on port {port}")
+            self.running.append(self._spawn(spec))
+            self.echo(f"starting {spec.module} on port {self.ports[spec.module]}")
         self._record()
         for run in self.running:
-            if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive):
-                raise UpError(
-                    f"{run.spec.module} did not become healthy:\n{self._tail(run.log_path)}"
-                )
+            self._wait_healthy(run)
+
+    def service_env(self, spec: ServiceSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment a service process of this system gets."""
+        prefix = spec.env_prefix
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            f"{prefix}PORT": str(self.ports[spec.module]),
+            f"{prefix}HOST": "127.0.0.1",
+        }
+        if spec.module in self.urls:
+            env[f"{prefix}DATABASE_URL"] = self.urls[spec.module]
+        for peer in spec.peers:
+            name = peer.removesuffix("_svc").upper()
+            env[f"{prefix}{name}_ADDRESS"] = f"127.0.0.1:{self.ports[peer]}"
+        env.update(self.env.get(spec.module, {}))
+        env.update(extra or {})
+        return env
+
+    def _spawn(self, spec: ServiceSpec, extra: dict[str, str] | None = None) -> Running:
+        log_path = self.home / "logs" / f"{spec.module}.log"
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", spec.module],
+                env=self.service_env(spec, extra),
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                # Ctrl-C goes to this supervisor alone, which stops services before the database.
+                start_new_session=True,
+            )
+        return Running(spec, self.ports[spec.module], process, log_path)
+
+    def _wait_healthy(self, run: Running) -> None:
+        if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive):
+            raise UpError(f"{run.spec.module} did not become healthy:\n{self._tail(run.log_path)}")
+
+    def service(self, module: str) -> Running:
+        """The running process of `module`."""
+        return next(run for run in self.running if run.spec.module == module)
+
+    def kill(self, module: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Send `sig` to a service and wait for it to end; returns its exit code."""
+        run = self.service(module)
+        if run.alive():
+            run.process.send_signal(sig)
+        return run.process.wait(timeout=30)
+
+    def restart(
+        self, module: str, *, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Running:
+        """Start `module` again (after `kill`, or after it died), with extra `env` if given."""
+        old = self.service(module)
+        if old.alive():
+            raise UpError(f"{module} is still running; kill it first")
+        run = self._spawn(old.spec, env)
+        self.running[self.running.index(old)] = run
+        self._record()
+        if wait:
+            self._wait_healthy(run)
+        return run
 
     def _record(self) -> None:
         state = {

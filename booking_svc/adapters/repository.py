@@ -8,6 +8,7 @@ writes nothing. Log rows are only ever inserted.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -17,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from booking_svc.adapters.tables import bookings, saga, saga_step_log
 from booking_svc.domain.log import LogEntry
-from booking_svc.domain.model import Booking, LeaseLost, LogRecord, SagaInstance
+from booking_svc.domain.model import (
+    Booking,
+    LeaseLost,
+    LogDetail,
+    LogRecord,
+    SagaInstance,
+    Written,
+)
 from booking_svc.domain.states import BookingStatus, SagaStatus, StepEvent, StepPhase
 from eventbooking.errors import NotFound
 
@@ -29,24 +37,27 @@ class SagaRepository(Protocol):
     async def create_txn(
         self, booking: Booking, saga_instance: SagaInstance, first_entry: LogRecord
     ) -> Booking: ...
+    async def add_saga_txn(self, saga_instance: SagaInstance, first_entry: LogRecord) -> None: ...
     async def append_txn(
         self,
         saga_id: uuid.UUID,
         *,
         owner: str,
         version: int,
-        entry: LogRecord,
+        entries: Sequence[LogRecord] = (),
         status: SagaStatus | None = None,
         current_step: str | None = None,
         lease_expires_at: datetime | None = None,
+        note: str | None = None,
         booking_status: BookingStatus | None = None,
         booking_amount_cents: int | None = None,
         failure_reason: str | None = None,
         now: datetime,
-    ) -> int: ...
-    async def renew_lease(
-        self, saga_id: uuid.UUID, *, owner: str, version: int, until: datetime
-    ) -> int: ...
+    ) -> Written: ...
+    async def renew_leases(
+        self, owner: str, saga_ids: Collection[uuid.UUID], *, until: datetime
+    ) -> set[uuid.UUID]: ...
+    async def release(self, owner: str, saga_ids: Collection[uuid.UUID]) -> None: ...
     async def claim(
         self,
         owner: str,
@@ -55,13 +66,46 @@ class SagaRepository(Protocol):
         lease_until: datetime,
         limit: int,
         include_own: bool = False,
+        exclude: Collection[uuid.UUID] = (),
     ) -> list[SagaInstance]: ...
+    async def take_over_txn(
+        self,
+        saga_id: uuid.UUID,
+        *,
+        expected: SagaStatus,
+        owner: str,
+        lease_until: datetime,
+        status: SagaStatus,
+        note: str,
+        entries: Sequence[LogRecord] = (),
+        now: datetime,
+    ) -> SagaInstance | None: ...
     async def load(self, saga_id: uuid.UUID) -> tuple[SagaInstance, list[LogEntry]]: ...
+    async def get_saga(self, saga_id: uuid.UUID) -> SagaInstance | None: ...
+    async def details(self, saga_id: uuid.UUID) -> list[LogDetail]: ...
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None,
+        kind: str | None,
+        step: str | None,
+        created_before: datetime | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[SagaInstance]: ...
     async def get_booking(self, booking_id: uuid.UUID) -> Booking | None: ...
     async def sagas_of(self, booking_id: uuid.UUID) -> list[SagaInstance]: ...
     async def page_bookings(
         self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Booking]: ...
+    async def set_booking_status_txn(
+        self,
+        booking_id: uuid.UUID,
+        *,
+        expected: BookingStatus,
+        status: BookingStatus,
+        now: datetime,
+    ) -> Booking | None: ...
     async def request_cancel(self, booking_id: uuid.UUID) -> bool: ...
 
 
@@ -94,6 +138,7 @@ def _saga(row: sa.Row[Any]) -> SagaInstance:
         version=m["version"],
         trace_context=dict(m["trace_context"]),
         cancel_requested=m["cancel_requested"],
+        note=m["note"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )
@@ -114,8 +159,21 @@ def _entry(row: sa.Row[Any]) -> LogEntry:
     )
 
 
-def _log_values(saga_id: uuid.UUID, record: LogRecord) -> dict[str, object]:
+def _detail(row: sa.Row[Any]) -> LogDetail:
+    m = row._mapping
+    return LogDetail(
+        entry=_entry(row),
+        request_summary=dict(m["request_summary"]),
+        response_summary=dict(m["response_summary"]) if m["response_summary"] is not None else None,
+        trace_id=m["trace_id"],
+        span_id=m["span_id"],
+        owner=m["owner"],
+    )
+
+
+def _log_values(saga_id: uuid.UUID, record: LogRecord, *, owner: str | None) -> dict[str, object]:
     return {
+        "owner": owner,
         "saga_id": saga_id,
         "step": record.step,
         "phase": record.phase.value,
@@ -172,11 +230,16 @@ class SqlSagaRepository:
                 )
             ).one()
             return _booking(existing)
+        await self.add_saga_txn(saga_instance, first_entry)
+        return _booking(inserted)
+
+    async def add_saga_txn(self, saga_instance: SagaInstance, first_entry: LogRecord) -> None:
+        """Insert a saga for an existing booking, with its first log row."""
         await self._conn.execute(
             sa.insert(saga).values(
                 saga_id=saga_instance.saga_id,
                 kind=saga_instance.kind,
-                booking_id=booking.booking_id,
+                booking_id=saga_instance.booking_id,
                 status=saga_instance.status.value,
                 current_step=saga_instance.current_step,
                 owner=saga_instance.owner,
@@ -184,14 +247,16 @@ class SqlSagaRepository:
                 version=saga_instance.version,
                 trace_context=saga_instance.trace_context,
                 cancel_requested=saga_instance.cancel_requested,
+                note=saga_instance.note,
                 created_at=saga_instance.created_at,
                 updated_at=saga_instance.updated_at,
             )
         )
         await self._conn.execute(
-            sa.insert(saga_step_log).values(**_log_values(saga_instance.saga_id, first_entry))
+            sa.insert(saga_step_log).values(
+                **_log_values(saga_instance.saga_id, first_entry, owner=saga_instance.owner)
+            )
         )
-        return _booking(inserted)
 
     async def append_txn(
         self,
@@ -199,19 +264,21 @@ class SqlSagaRepository:
         *,
         owner: str,
         version: int,
-        entry: LogRecord,
+        entries: Sequence[LogRecord] = (),
         status: SagaStatus | None = None,
         current_step: str | None = None,
         lease_expires_at: datetime | None = None,
+        note: str | None = None,
         booking_status: BookingStatus | None = None,
         booking_amount_cents: int | None = None,
         failure_reason: str | None = None,
         now: datetime,
-    ) -> int:
-        """One guarded transition: bump the saga's version, append `entry`, update the booking.
+    ) -> Written:
+        """One guarded transition: bump the saga's version, append `entries`, update the booking.
 
         Raises LeaseLost, having written nothing, unless `owner` holds the saga
-        at `version`. Returns the new version.
+        at `version`. Returns the new version and the saga's cancel flag, which
+        others set without touching the version.
         """
         changes: dict[str, object] = {"updated_at": now}
         if status is not None:
@@ -220,9 +287,14 @@ class SqlSagaRepository:
             changes["current_step"] = current_step
         if lease_expires_at is not None:
             changes["lease_expires_at"] = lease_expires_at
+        if note is not None:
+            changes["note"] = note
         row = await self._guarded_update_txn(saga_id, owner=owner, version=version, **changes)
-        new_version: int = row.version
-        await self._conn.execute(sa.insert(saga_step_log).values(**_log_values(saga_id, entry)))
+        if entries:
+            await self._conn.execute(
+                sa.insert(saga_step_log),
+                [_log_values(saga_id, entry, owner=owner) for entry in entries],
+            )
         booking_changes: dict[str, object] = {}
         if booking_status is not None:
             booking_changes["status"] = booking_status.value
@@ -236,17 +308,35 @@ class SqlSagaRepository:
                 .where(bookings.c.booking_id == row.booking_id)
                 .values(updated_at=now, **booking_changes)
             )
-        return new_version
+        return Written(version=row.version, cancel_requested=row.cancel_requested)
 
-    async def renew_lease(
-        self, saga_id: uuid.UUID, *, owner: str, version: int, until: datetime
-    ) -> int:
-        """Extend the lease to `until`, guarded like append_txn; returns the new version."""
-        row = await self._guarded_update_txn(
-            saga_id, owner=owner, version=version, lease_expires_at=until
+    async def renew_leases(
+        self, owner: str, saga_ids: Collection[uuid.UUID], *, until: datetime
+    ) -> set[uuid.UUID]:
+        """Extend the leases `owner` still holds among `saga_ids`; return those ids.
+
+        The version is left alone: a renewal changes no step, and the engine's
+        next guarded write must still match.
+        """
+        if not saga_ids:
+            return set()
+        stmt = (
+            sa.update(saga)
+            .where(saga.c.saga_id.in_(list(saga_ids)), saga.c.owner == owner)
+            .values(lease_expires_at=until)
+            .returning(saga.c.saga_id)
         )
-        new_version: int = row.version
-        return new_version
+        return set((await self._conn.execute(stmt)).scalars())
+
+    async def release(self, owner: str, saga_ids: Collection[uuid.UUID]) -> None:
+        """Let others claim `saga_ids` at once: a process stopping cleanly says it is gone."""
+        if not saga_ids:
+            return
+        await self._conn.execute(
+            sa.update(saga)
+            .where(saga.c.saga_id.in_(list(saga_ids)), saga.c.owner == owner)
+            .values(lease_expires_at=None)
+        )
 
     async def _guarded_update_txn(
         self, saga_id: uuid.UUID, *, owner: str, version: int, **changes: object
@@ -255,7 +345,7 @@ class SqlSagaRepository:
             sa.update(saga)
             .where(saga.c.saga_id == saga_id, saga.c.owner == owner, saga.c.version == version)
             .values(version=saga.c.version + 1, **changes)
-            .returning(saga.c.version, saga.c.booking_id)
+            .returning(saga.c.version, saga.c.booking_id, saga.c.cancel_requested)
         )
         row = (await self._conn.execute(stmt)).first()
         if row is None:
@@ -270,19 +360,24 @@ class SqlSagaRepository:
         lease_until: datetime,
         limit: int,
         include_own: bool = False,
+        exclude: Collection[uuid.UUID] = (),
     ) -> list[SagaInstance]:
         """Take up to `limit` live sagas whose lease ran out, leased to `owner` until `lease_until`.
 
         With `include_own`, sagas `owner` already holds are taken back at once:
         a restarted process knows its earlier self is gone. Rows another
         claimer has locked are skipped, so two claimers never share a saga.
+        `exclude` names sagas the caller is running already.
         """
         free = sa.or_(saga.c.lease_expires_at.is_(None), saga.c.lease_expires_at <= now)
         if include_own:
             free = sa.or_(free, saga.c.owner == owner)
+        conditions = [saga.c.status.in_(_LIVE), free]
+        if exclude:
+            conditions.append(saga.c.saga_id.not_in(list(exclude)))
         candidates = (
             sa.select(saga.c.saga_id)
-            .where(saga.c.status.in_(_LIVE), free)
+            .where(*conditions)
             .order_by(saga.c.lease_expires_at.nulls_first(), saga.c.saga_id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -340,8 +435,102 @@ class SqlSagaRepository:
             )
         return [_booking(row) for row in await self._conn.execute(query)]
 
+    async def set_booking_status_txn(
+        self,
+        booking_id: uuid.UUID,
+        *,
+        expected: BookingStatus,
+        status: BookingStatus,
+        now: datetime,
+    ) -> Booking | None:
+        """Move the booking from `expected` to `status`; None, changing nothing, if it was not there."""
+        stmt = (
+            sa.update(bookings)
+            .where(bookings.c.booking_id == booking_id, bookings.c.status == expected.value)
+            .values(status=status.value, updated_at=now)
+            .returning(*bookings.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _booking(row) if row else None
+
+    async def take_over_txn(
+        self,
+        saga_id: uuid.UUID,
+        *,
+        expected: SagaStatus,
+        owner: str,
+        lease_until: datetime,
+        status: SagaStatus,
+        note: str,
+        entries: Sequence[LogRecord] = (),
+        now: datetime,
+    ) -> SagaInstance | None:
+        """An operator's move: a saga in `expected` goes to `status`, leased to `owner`.
+
+        None, changing nothing, when the saga is not in `expected` (any more).
+        """
+        stmt = (
+            sa.update(saga)
+            .where(saga.c.saga_id == saga_id, saga.c.status == expected.value)
+            .values(
+                status=status.value,
+                owner=owner,
+                lease_expires_at=lease_until,
+                note=note,
+                updated_at=now,
+                version=saga.c.version + 1,
+            )
+            .returning(*saga.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            return None
+        if entries:
+            await self._conn.execute(
+                sa.insert(saga_step_log),
+                [_log_values(saga_id, entry, owner=owner) for entry in entries],
+            )
+        return _saga(row)
+
+    async def get_saga(self, saga_id: uuid.UUID) -> SagaInstance | None:
+        row = (await self._conn.execute(sa.select(saga).where(saga.c.saga_id == saga_id))).first()
+        return _saga(row) if row else None
+
+    async def details(self, saga_id: uuid.UUID) -> list[LogDetail]:
+        """Every log row of a saga in seq order, with summaries, trace ids and writers."""
+        rows = await self._conn.execute(
+            sa.select(saga_step_log)
+            .where(saga_step_log.c.saga_id == saga_id)
+            .order_by(saga_step_log.c.seq)
+        )
+        return [_detail(row) for row in rows]
+
+    async def list_sagas(
+        self,
+        *,
+        status: SagaStatus | None,
+        kind: str | None,
+        step: str | None,
+        created_before: datetime | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[SagaInstance]:
+        """Sagas oldest first, after the (created_at, saga_id) cursor, matching every filter given."""
+        query = sa.select(saga).order_by(saga.c.created_at, saga.c.saga_id).limit(limit)
+        if status is not None:
+            query = query.where(saga.c.status == status.value)
+        if kind:
+            query = query.where(saga.c.kind == kind)
+        if step:
+            query = query.where(saga.c.current_step == step)
+        if created_before is not None:
+            query = query.where(saga.c.created_at <= created_before)
+        if after is not None:
+            query = query.where(sa.tuple_(saga.c.created_at, saga.c.saga_id) > sa.tuple_(*after))
+        return [_saga(row) for row in await self._conn.execute(query)]
+
     async def request_cancel(self, booking_id: uuid.UUID) -> bool:
-        """Flag the booking's RUNNING booking saga to compensate; False if there is none.
+        """Flag the booking's unfinished booking saga to compensate; False if there is none.
 
         The version is left alone on purpose: the flag comes from outside the
         owner, and bumping it would make the owner's next write lose its lease.
@@ -351,7 +540,7 @@ class SqlSagaRepository:
             .where(
                 saga.c.booking_id == booking_id,
                 saga.c.kind == "booking",
-                saga.c.status == SagaStatus.RUNNING.value,
+                saga.c.status.in_([*_LIVE, SagaStatus.STUCK.value]),
             )
             .values(cancel_requested=True)
             .returning(saga.c.saga_id)

@@ -56,6 +56,7 @@ saga = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.CheckConstraint("kind IN ('booking', 'cancel')", name="known_saga_kind"),
     sa.CheckConstraint(
         "status IN ('RUNNING', 'COMPENSATING', 'COMPLETED', 'COMPENSATED', 'STUCK')",
@@ -64,6 +65,7 @@ saga = sa.Table(
     # Recovery looks for live sagas whose lease ran out.
     sa.Index("saga_by_status_lease", "status", "lease_expires_at"),
     sa.Index("saga_by_booking", "booking_id"),
+    sa.UniqueConstraint("booking_id", "kind", name="one_saga_per_kind"),
 )
 
 saga_step_log = sa.Table(
@@ -81,6 +83,7 @@ saga_step_log = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("trace_id", sa.Text, nullable=True),
     sa.Column("span_id", sa.Text, nullable=True),
+    sa.Column("owner", sa.Text, nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("phase IN ('ACTION', 'COMPENSATION')", name="known_phase"),
     sa.CheckConstraint(

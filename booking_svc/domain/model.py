@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from booking_svc.domain.log import LogEntry
 from booking_svc.domain.states import BookingStatus, SagaStatus, StepEvent, StepPhase
 
 
@@ -48,6 +49,8 @@ class SagaInstance:
     # W3C traceparent/tracestate of the request that started the saga.
     trace_context: dict[str, str] = field(default_factory=dict)
     cancel_requested: bool = False
+    # Why the saga is STUCK, or what an operator last did to it.
+    note: str = ""
     created_at: datetime
     updated_at: datetime
 
@@ -67,3 +70,23 @@ class LogRecord:
     trace_id: str | None = None
     span_id: str | None = None
     at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogDetail:
+    """A log row as operators read it: the planner's view plus what was sent and who sent it."""
+
+    entry: LogEntry
+    request_summary: dict[str, object]
+    response_summary: dict[str, object] | None
+    trace_id: str | None
+    span_id: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a guarded write returns: the saga's new version and whether a cancel is waiting."""
+
+    version: int
+    cancel_requested: bool

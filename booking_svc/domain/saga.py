@@ -169,45 +169,63 @@ class SagaDefinition:
 RESERVE_STEP = "reserve_seats"
 CHARGE_STEP = "charge_account"
 
-BOOKING_SAGA = SagaDefinition(
-    kind="booking",
-    steps=(
-        Step(
-            name=RESERVE_STEP,
-            action=Operation.RESERVE_SEATS,
-            compensation=Operation.RELEASE_RESERVATION,
-            retry=RetryPolicy.budgeted(),
-        ),
-        Step(
-            name=CHARGE_STEP,
-            action=Operation.CHARGE,
-            compensation=Operation.REFUND,
-            retry=RetryPolicy.budgeted(),
-        ),
-        Step(
-            name="confirm_seats",
-            action=Operation.CONFIRM_RESERVATION,
-            retry=RetryPolicy.persistent(),
-            pivot=True,
-        ),
-        Step(name="notify", action=Operation.SEND_NOTIFICATION, retry=RetryPolicy.persistent()),
-    ),
-)
 
-# A confirmed booking being cancelled only moves forward, so the first step is the pivot.
-CANCEL_SAGA = SagaDefinition(
-    kind="cancel",
-    steps=(
-        Step(
-            name="release_seats",
-            action=Operation.RELEASE_RESERVATION,
-            retry=RetryPolicy.persistent(),
-            pivot=True,
+def booking_saga(
+    *,
+    before_pivot: RetryPolicy | None = None,
+    after_pivot: RetryPolicy | None = None,
+) -> SagaDefinition:
+    """The booking saga; the policies default to RetryPolicy's defaults."""
+    budgeted = before_pivot or RetryPolicy.budgeted()
+    persistent = after_pivot or RetryPolicy.persistent()
+    return SagaDefinition(
+        kind="booking",
+        steps=(
+            Step(
+                name=RESERVE_STEP,
+                action=Operation.RESERVE_SEATS,
+                compensation=Operation.RELEASE_RESERVATION,
+                retry=budgeted,
+                compensation_retry=persistent,
+            ),
+            Step(
+                name=CHARGE_STEP,
+                action=Operation.CHARGE,
+                compensation=Operation.REFUND,
+                retry=budgeted,
+                compensation_retry=persistent,
+            ),
+            Step(
+                name="confirm_seats",
+                action=Operation.CONFIRM_RESERVATION,
+                retry=persistent,
+                pivot=True,
+            ),
+            Step(name="notify", action=Operation.SEND_NOTIFICATION, retry=persistent),
         ),
-        Step(name="refund", action=Operation.REFUND, retry=RetryPolicy.persistent()),
-        Step(name="notify", action=Operation.SEND_NOTIFICATION, retry=RetryPolicy.persistent()),
-    ),
-)
+    )
+
+
+def cancel_saga(*, policy: RetryPolicy | None = None) -> SagaDefinition:
+    """The cancel saga of a confirmed booking: it only moves forward, so its first step is the pivot."""
+    persistent = policy or RetryPolicy.persistent()
+    return SagaDefinition(
+        kind="cancel",
+        steps=(
+            Step(
+                name="release_seats",
+                action=Operation.RELEASE_RESERVATION,
+                retry=persistent,
+                pivot=True,
+            ),
+            Step(name="refund", action=Operation.REFUND, retry=persistent),
+            Step(name="notify", action=Operation.SEND_NOTIFICATION, retry=persistent),
+        ),
+    )
+
+
+BOOKING_SAGA = booking_saga()
+CANCEL_SAGA = cancel_saga()
 
 
 def participant_key(saga_id: uuid.UUID, step_name: str) -> str:
@@ -246,3 +264,6 @@ def call_key(
     if operation in _CHARGE_CALLS:
         return charge_key(booking_saga_id)
     return participant_key(saga_id, step_name)
+
+
+DEFINITIONS = {definition.kind: definition for definition in (BOOKING_SAGA, CANCEL_SAGA)}

@@ -65,6 +65,9 @@ SAGA_TRANSITIONS: Mapping[SagaStatus, frozenset[SagaStatus]] = {
     S.COMPENSATED: frozenset(),
 }
 
+# Where a booking rests with no saga moving it: what a client waits for.
+SETTLED: frozenset[BookingStatus] = frozenset({B.CONFIRMED, B.FAILED, B.CANCELLED})
+
 Status = TypeVar("Status", BookingStatus, SagaStatus)
 
 

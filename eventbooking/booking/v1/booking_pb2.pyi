@@ -469,3 +469,305 @@ class WatchBookingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchBookingResponse: _TypeAlias = WatchBookingResponse  # noqa: Y015
+
+@_typing.final
+class Saga(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURRENT_STEP_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    saga_id: _builtins.str
+    kind: _builtins.str
+    """"booking" or "cancel"."""
+    booking_id: _builtins.str
+    status: Global___SagaStatus.ValueType
+    current_step: _builtins.str
+    owner: _builtins.str
+    """The booking_svc instance that holds the saga, and until when."""
+    version: _builtins.int
+    cancel_requested: _builtins.bool
+    note: _builtins.str
+    """Why the saga is STUCK, or what an operator last did to it."""
+    trace_id: _builtins.str
+    """The trace of the request that started the saga."""
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        saga_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        booking_id: _builtins.str = ...,
+        status: Global___SagaStatus.ValueType = ...,
+        current_step: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        cancel_requested: _builtins.bool = ...,
+        note: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lease_expires_at", b"lease_expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancel_requested", b"cancel_requested", "created_at", b"created_at", "current_step", b"current_step", "kind", b"kind", "lease_expires_at", b"lease_expires_at", "note", b"note", "owner", b"owner", "saga_id", b"saga_id", "status", b"status", "trace_id", b"trace_id", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Saga: _TypeAlias = Saga  # noqa: Y015
+
+@_typing.final
+class SagaLogEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    SPAN_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    REQUEST_JSON_FIELD_NUMBER: _builtins.int
+    RESPONSE_JSON_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    step: _builtins.str
+    phase: Global___StepPhase.ValueType
+    event: Global___StepEvent.ValueType
+    attempt: _builtins.int
+    code: _builtins.str
+    message: _builtins.str
+    trace_id: _builtins.str
+    span_id: _builtins.str
+    owner: _builtins.str
+    """The booking_svc instance that wrote the row."""
+    request_json: _builtins.str
+    """What was sent and what came back, as JSON objects."""
+    response_json: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        step: _builtins.str = ...,
+        phase: Global___StepPhase.ValueType = ...,
+        event: Global___StepEvent.ValueType = ...,
+        attempt: _builtins.int = ...,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
+        span_id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        request_json: _builtins.str = ...,
+        response_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "code", b"code", "event", b"event", "message", b"message", "owner", b"owner", "phase", b"phase", "request_json", b"request_json", "response_json", b"response_json", "seq", b"seq", "span_id", b"span_id", "step", b"step", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SagaLogEntry: _TypeAlias = SagaLogEntry  # noqa: Y015
+
+@_typing.final
+class ListSagasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    MIN_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: Global___SagaStatus.ValueType
+    """Unset lists every status."""
+    kind: _builtins.str
+    """"booking", "cancel", or empty for both."""
+    step: _builtins.str
+    """Only sagas whose current step has this name."""
+    min_age_seconds: _builtins.int
+    """Only sagas at least this old."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        status: Global___SagaStatus.ValueType = ...,
+        kind: _builtins.str = ...,
+        step: _builtins.str = ...,
+        min_age_seconds: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "min_age_seconds", b"min_age_seconds", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSagasRequest: _TypeAlias = ListSagasRequest  # noqa: Y015
+
+@_typing.final
+class ListSagasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGAS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def sagas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Saga]: ...
+    def __init__(
+        self,
+        *,
+        sagas: _abc.Iterable[Global___Saga] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sagas", b"sagas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSagasResponse: _TypeAlias = ListSagasResponse  # noqa: Y015
+
+@_typing.final
+class GetSagaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    saga_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        saga_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga_id", b"saga_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSagaRequest: _TypeAlias = GetSagaRequest  # noqa: Y015
+
+@_typing.final
+class GetSagaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def saga(self) -> Global___Saga: ...
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SagaLogEntry]: ...
+    def __init__(
+        self,
+        *,
+        saga: Global___Saga | None = ...,
+        entries: _abc.Iterable[Global___SagaLogEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "saga", b"saga"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSagaResponse: _TypeAlias = GetSagaResponse  # noqa: Y015
+
+@_typing.final
+class RetrySagaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    saga_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        saga_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga_id", b"saga_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrySagaRequest: _TypeAlias = RetrySagaRequest  # noqa: Y015
+
+@_typing.final
+class RetrySagaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def saga(self) -> Global___Saga: ...
+    def __init__(
+        self,
+        *,
+        saga: Global___Saga | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrySagaResponse: _TypeAlias = RetrySagaResponse  # noqa: Y015
+
+@_typing.final
+class CompensateSagaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    saga_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        saga_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga_id", b"saga_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensateSagaRequest: _TypeAlias = CompensateSagaRequest  # noqa: Y015
+
+@_typing.final
+class CompensateSagaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def saga(self) -> Global___Saga: ...
+    def __init__(
+        self,
+        *,
+        saga: Global___Saga | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensateSagaResponse: _TypeAlias = CompensateSagaResponse  # noqa: Y015

@@ -324,3 +324,214 @@ class BookingService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SagaAdminServiceStub:
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListSagas = channel.unary_unary(
+                '/eventbooking.booking.v1.SagaAdminService/ListSagas',
+                request_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasResponse.FromString,
+                _registered_method=True)
+        self.GetSaga = channel.unary_unary(
+                '/eventbooking.booking.v1.SagaAdminService/GetSaga',
+                request_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaResponse.FromString,
+                _registered_method=True)
+        self.RetrySaga = channel.unary_unary(
+                '/eventbooking.booking.v1.SagaAdminService/RetrySaga',
+                request_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaResponse.FromString,
+                _registered_method=True)
+        self.CompensateSaga = channel.unary_unary(
+                '/eventbooking.booking.v1.SagaAdminService/CompensateSaga',
+                request_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaResponse.FromString,
+                _registered_method=True)
+
+
+class SagaAdminServiceServicer:
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    def ListSagas(self, request, context):
+        """Pages through sagas, oldest first, filtered by status, kind, step and age.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSaga(self, request, context):
+        """Returns one saga with its whole log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrySaga(self, request, context):
+        """Resumes a STUCK saga from where its log stopped, in the direction it was going.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompensateSaga(self, request, context):
+        """Undoes a STUCK saga that has not passed its pivot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SagaAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListSagas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSagas,
+                    request_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasRequest.FromString,
+                    response_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasResponse.SerializeToString,
+            ),
+            'GetSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSaga,
+                    request_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaRequest.FromString,
+                    response_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaResponse.SerializeToString,
+            ),
+            'RetrySaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrySaga,
+                    request_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaRequest.FromString,
+                    response_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaResponse.SerializeToString,
+            ),
+            'CompensateSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompensateSaga,
+                    request_deserializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaRequest.FromString,
+                    response_serializer=eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eventbooking.booking.v1.SagaAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eventbooking.booking.v1.SagaAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SagaAdminService:
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    @staticmethod
+    def ListSagas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.booking.v1.SagaAdminService/ListSagas',
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasRequest.SerializeToString,
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.ListSagasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.booking.v1.SagaAdminService/GetSaga',
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaRequest.SerializeToString,
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.GetSagaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrySaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.booking.v1.SagaAdminService/RetrySaga',
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaRequest.SerializeToString,
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.RetrySagaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompensateSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.booking.v1.SagaAdminService/CompensateSaga',
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaRequest.SerializeToString,
+            eventbooking_dot_booking_dot_v1_dot_booking__pb2.CompensateSagaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -134,3 +134,76 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a booking's status changes, ending at a final status."""
 
 def add_BookingServiceServicer_to_server(servicer: BookingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SagaAdminServiceStub:
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SagaAdminServiceAsyncStub: ...
+    ListSagas: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListSagasRequest, _booking_pb2.ListSagasResponse]
+    """Pages through sagas, oldest first, filtered by status, kind, step and age."""
+    GetSaga: _grpc.UnaryUnaryMultiCallable[_booking_pb2.GetSagaRequest, _booking_pb2.GetSagaResponse]
+    """Returns one saga with its whole log."""
+    RetrySaga: _grpc.UnaryUnaryMultiCallable[_booking_pb2.RetrySagaRequest, _booking_pb2.RetrySagaResponse]
+    """Resumes a STUCK saga from where its log stopped, in the direction it was going."""
+    CompensateSaga: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CompensateSagaRequest, _booking_pb2.CompensateSagaResponse]
+    """Undoes a STUCK saga that has not passed its pivot."""
+
+@_typing.type_check_only
+class SagaAdminServiceAsyncStub(SagaAdminServiceStub):
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListSagas: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListSagasRequest, _booking_pb2.ListSagasResponse]  # type: ignore[assignment]
+    """Pages through sagas, oldest first, filtered by status, kind, step and age."""
+    GetSaga: _aio.UnaryUnaryMultiCallable[_booking_pb2.GetSagaRequest, _booking_pb2.GetSagaResponse]  # type: ignore[assignment]
+    """Returns one saga with its whole log."""
+    RetrySaga: _aio.UnaryUnaryMultiCallable[_booking_pb2.RetrySagaRequest, _booking_pb2.RetrySagaResponse]  # type: ignore[assignment]
+    """Resumes a STUCK saga from where its log stopped, in the direction it was going."""
+    CompensateSaga: _aio.UnaryUnaryMultiCallable[_booking_pb2.CompensateSagaRequest, _booking_pb2.CompensateSagaResponse]  # type: ignore[assignment]
+    """Undoes a STUCK saga that has not passed its pivot."""
+
+class SagaAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """SagaAdminService lets operators inspect the workflow log and repair sagas
+    that are STUCK; `bookingctl saga` is its client.
+    """
+
+    @_abc_1.abstractmethod
+    def ListSagas(
+        self,
+        request: _booking_pb2.ListSagasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.ListSagasResponse, _abc.Awaitable[_booking_pb2.ListSagasResponse]]:
+        """Pages through sagas, oldest first, filtered by status, kind, step and age."""
+
+    @_abc_1.abstractmethod
+    def GetSaga(
+        self,
+        request: _booking_pb2.GetSagaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.GetSagaResponse, _abc.Awaitable[_booking_pb2.GetSagaResponse]]:
+        """Returns one saga with its whole log."""
+
+    @_abc_1.abstractmethod
+    def RetrySaga(
+        self,
+        request: _booking_pb2.RetrySagaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.RetrySagaResponse, _abc.Awaitable[_booking_pb2.RetrySagaResponse]]:
+        """Resumes a STUCK saga from where its log stopped, in the direction it was going."""
+
+    @_abc_1.abstractmethod
+    def CompensateSaga(
+        self,
+        request: _booking_pb2.CompensateSagaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_booking_pb2.CompensateSagaResponse, _abc.Awaitable[_booking_pb2.CompensateSagaResponse]]:
+        """Undoes a STUCK saga that has not passed its pivot."""
+
+def add_SagaAdminServiceServicer_to_server(servicer: SagaAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
