@@ -1,0 +1,33 @@
+"""A system of real processes that tests may kill and restart, and a client of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from eventbooking.local import SERVICES, LocalSystem, local_system
+from eventbooking.localpg import free_port
+from tests.client import Client
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+    """The embedded system on free ports, for one test module to kill and restart at will."""
+    ports = {spec.module: free_port() for spec in SERVICES}
+    system = LocalSystem(
+        tmp_path_factory.mktemp("home"),
+        ports,
+        pg_port=free_port(),
+        echo=lambda _m: None,
+        env={"booking_svc": {"BOOKING_SVC_RECOVERY_INTERVAL_SECONDS": "0.5"}},
+    )
+    with local_system(system):
+        yield system
+
+
+@pytest.fixture(scope="module")
+def client(live: LocalSystem) -> Iterator[Client]:
+    made = Client(live.ports)
+    yield made
+    made.close()
