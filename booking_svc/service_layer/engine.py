@@ -523,8 +523,29 @@ class SagaEngine:
         spent = (self._clock() - first).total_seconds()
         return stop_after_delay(max(0.0, (policy.give_up_after_seconds or 0) - spent))
 
+    def _through_outages(self) -> AsyncRetrying:
+        """Retries a write while the database is unreachable, for at most half a lease.
+
+        The call it records already happened; giving up sooner would make
+        another replica repeat it, which is safe but wasted.
+        """
+        return AsyncRetrying(
+            retry=retry_if_exception(db.is_outage),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            stop=stop_after_delay(self.lease.total_seconds() / 2),
+            sleep=self._sleep,
+            reraise=True,
+        )
+
     async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
         """Write what `outcome` and the plan after it change; return the next call, if any."""
+        move: CallMove | None = None
+        async for attempt in self._through_outages():
+            with attempt:
+                move = await self._advance_once(run, outcome)
+        return move
+
+    async def _advance_once(self, run: Run, outcome: Outcome) -> CallMove | None:
         while True:
             change = self._decide(run, outcome)
             now = self._clock()
@@ -678,6 +699,11 @@ class SagaEngine:
 
     async def _write(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         """A transaction with rows and a fresh lease only: a retry's RETRYING or STARTED row."""
+        async for attempt in self._through_outages():
+            with attempt:
+                await self._write_once(run, rows, current_step=current_step)
+
+    async def _write_once(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         now = self._clock()
         async with self._uow() as uow:
             written = await uow.sagas.append_txn(
