@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import grpc
 
+from eventbooking import sagactl
+from eventbooking.booking.v1 import booking_pb2 as pb
+from eventbooking.clock import utcnow
 from eventbooking.local import DEFAULT_PG_PORT, SERVICES, LocalSystem, UpError, default_home
+from eventbooking.sagactl import SagaAdmin, SagaFilter
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,3 +87,179 @@ def up(home: Path | None, pg_port: int, as_json: bool, **ports: int) -> None:
     click.echo("stopped")
     if reason not in ("SIGINT", "SIGTERM"):
         sys.exit(1)
+
+
+class Duration(click.ParamType[int, int | str]):
+    """A duration such as 30s, 5m, 2h or 1h30m, as whole seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: int | str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return sagactl.parse_duration(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty", ctx, param)
+    return value.strip()
+
+
+def _admin_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """--address, --timeout and --json, which every `saga` command takes."""
+    fn = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")(fn)
+    fn = click.option(
+        "--timeout",
+        type=click.FloatRange(0, 3600, min_open=True),
+        default=10.0,
+        show_default=True,
+        help="deadline of each call, in seconds",
+    )(fn)
+    return click.option(
+        "--address",
+        envvar=sagactl.ADDRESS_ENV,
+        show_envvar=True,
+        default=sagactl.DEFAULT_ADDRESS,
+        show_default=True,
+        callback=_address,
+        help="gRPC address of booking_svc",
+    )(fn)
+
+
+@contextmanager
+def _admin(address: str, timeout: float) -> Iterator[SagaAdmin]:
+    """A SagaAdmin whose failed calls end the command: the status on stderr, exit 1."""
+    ctx = click.get_current_context()
+    try:
+        with SagaAdmin(address, timeout=timeout) as admin:
+            yield admin
+    except grpc.RpcError as err:
+        command = ctx.info_name or "saga"
+        for line in sagactl.error_lines(err, command=command, address=address, timeout=timeout):
+            click.echo(line, err=True)
+        ctx.exit(1)
+
+
+def _echo_json(value: object) -> None:
+    click.echo(json.dumps(value))
+
+
+def _echo_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@main.group()
+def saga() -> None:
+    """Inspect the saga log and repair STUCK sagas, through booking_svc's SagaAdminService."""
+
+
+@saga.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(sagactl.STATUSES, case_sensitive=False),
+    help="only sagas in this status",
+)
+@click.option("--kind", type=click.Choice(sagactl.KINDS), help="only sagas of this kind")
+@click.option("--step", metavar="NAME", help="only sagas whose current step is NAME")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    default=None,
+    help="only sagas at least this old, e.g. 30s, 5m, 2h",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="list at most N sagas",
+)
+@_admin_options
+def list_sagas(
+    status: str | None,
+    kind: str | None,
+    step: str | None,
+    older_than: int | None,
+    limit: int,
+    address: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """List sagas, oldest first.
+
+    A table of saga id, kind, status, current step, age, owner and note;
+    `--status stuck` lists the sagas that wait for an operator.
+    """
+    wanted = SagaFilter(status=status, kind=kind, step=step, min_age_seconds=older_than or 0)
+    with _admin(address, timeout) as admin:
+        found, more = admin.list_sagas(wanted, limit=limit)
+    now = utcnow()
+    sagas = [sagactl.saga_json(s, now=now) for s in found]
+    if as_json:
+        _echo_json({"sagas": sagas, "more": more})
+        return
+    _echo_lines(sagactl.saga_table(sagas) if sagas else ["no saga matches"])
+    if more:
+        click.echo(f"more sagas match than the {limit} shown; raise --limit", err=True)
+
+
+@saga.command()
+@click.argument("saga_id", type=click.UUID)
+@_admin_options
+def show(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+    """Show one saga and its log as a timeline.
+
+    The head says where the saga stands, who holds it until when, its trace
+    id and note; then one line per log row, timed from the first.
+    """
+    with _admin(address, timeout) as admin:
+        reply = admin.get_saga(str(saga_id))
+    now = utcnow()
+    head = sagactl.saga_json(reply.saga, now=now)
+    entries = sagactl.log_json(reply.entries)
+    if as_json:
+        _echo_json({"saga": head, "entries": entries})
+    else:
+        _echo_lines([*sagactl.saga_header(head, now=now), "", *sagactl.timeline(entries)])
+
+
+def _echo_repaired(saga: pb.Saga, *, as_json: bool) -> None:
+    row = sagactl.saga_json(saga, now=utcnow())
+    if as_json:
+        _echo_json({"saga": row})
+    else:
+        click.echo(f"saga {row['saga_id']} is now {row['status']} at step {row['current_step']}")
+
+
+@saga.command()
+@click.argument("saga_id", type=click.UUID)
+@_admin_options
+def retry(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+    """Resume a STUCK saga where its log stopped.
+
+    It goes on in the direction it was going, forward or compensating, and
+    prints the saga's new status.
+    """
+    with _admin(address, timeout) as admin:
+        repaired = admin.retry_saga(str(saga_id))
+    _echo_repaired(repaired, as_json=as_json)
+
+
+@saga.command()
+@click.argument("saga_id", type=click.UUID)
+@_admin_options
+def compensate(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+    """Undo a STUCK saga that has not passed its pivot.
+
+    Its finished steps are compensated in reverse; prints the saga's new status.
+    """
+    with _admin(address, timeout) as admin:
+        repaired = admin.compensate_saga(str(saga_id))
+    _echo_repaired(repaired, as_json=as_json)

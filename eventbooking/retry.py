@@ -1,27 +1,30 @@
 """The named retry policies, each defined once.
 
 A gRPC call is retried only for transient codes; business codes are final.
-Every policy sleeps with exponential backoff and jitter and logs before it
-sleeps. Callers always pass a deadline as well: a retry policy bounds how
-often, the deadline bounds how long each try may take.
+Every policy sleeps with exponential backoff and jitter. Callers always pass
+a deadline as well: a retry policy bounds how often, the deadline bounds how
+long each try may take.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import grpc
 from tenacity import (
     AsyncRetrying,
-    before_sleep_log,
+    RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
-log = logging.getLogger(__name__)
+from eventbooking import db
 
+# DESIGN "Retries and deadlines". ABORTED is not here: every participant uses it
+# for "this key is dead", which no retry changes.
 TRANSIENT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -29,30 +32,43 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+TRANSIENT_CODE_NAMES = frozenset(code.name for code in TRANSIENT_CODES)
+
+Sleep = Callable[[float], Awaitable[None]]
+BeforeSleep = Callable[[RetryCallState], Awaitable[None]]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for an RPC error whose code says that the same call may succeed later."""
-    return isinstance(exc, grpc.RpcError) and exc.code() in TRANSIENT_CODES
+    """True for an RPC error whose code says that the same call may succeed later.
+
+    Besides grpc's own errors this accepts any error whose `code` attribute
+    is a transient code's name, as callers that hide grpc raise.
+    """
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in TRANSIENT_CODES
+    return getattr(exc, "code", None) in TRANSIENT_CODE_NAMES
 
 
-def budgeted(*, attempts: int = 5, max_wait: float = 2.0) -> AsyncRetrying:
-    """Steps before a saga's pivot: a few tries, then the caller gives up and compensates."""
+def participant_calls(
+    *, stop: stop_base, max_backoff: float, before_sleep: BeforeSleep, sleep: Sleep = asyncio.sleep
+) -> AsyncRetrying:
+    """A saga step's calls: transient failures retried with capped backoff until `stop`."""
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.05, max=max_wait),
-        stop=stop_after_attempt(attempts),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        wait=wait_exponential_jitter(multiplier=0.05, max=max_backoff, jitter=0.1),
+        stop=stop,
+        sleep=sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )
 
 
-def persistent(*, give_up_after: float = 3600.0, max_wait: float = 10.0) -> AsyncRetrying:
-    """Steps after the pivot and compensations: retry with capped backoff until a long limit."""
+def database_outages(*, within: float, sleep: Sleep = asyncio.sleep) -> AsyncRetrying:
+    """A write retried while the database cannot be reached, for at most `within` seconds."""
     return AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.1, max=max_wait),
-        stop=stop_after_delay(give_up_after),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        retry=retry_if_exception(db.is_outage),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        stop=stop_after_delay(within),
+        sleep=sleep,
         reraise=True,
     )

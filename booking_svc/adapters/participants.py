@@ -17,13 +17,10 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from eventbooking import retry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.event.v1 import event_pb2, event_pb2_grpc
 from eventbooking.notification.v1 import notification_pb2, notification_pb2_grpc
-
-# Codes that say the same call may succeed later (DESIGN: Retries and deadlines).
-# ABORTED is not here: every participant uses it for "this key is dead", which is final.
-TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 
 
 class ParticipantError(Exception):
@@ -37,12 +34,7 @@ class ParticipantError(Exception):
     @property
     def transient(self) -> bool:
         """True when trying the same call again may give another answer."""
-        return self.code in TRANSIENT_CODES
-
-
-def is_transient(exc: BaseException) -> bool:
-    """The retry predicate of every saga step: a participant error with a transient code."""
-    return isinstance(exc, ParticipantError) and exc.transient
+        return retry.is_transient(self)
 
 
 @dataclass(frozen=True)

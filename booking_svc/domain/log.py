@@ -3,7 +3,8 @@
 Each (step, phase) pair of a saga has its own track of rows. A track reads
 STARTED, then SUCCEEDED, FAILED or RETRYING for that attempt, or nothing at
 all when the process died mid-call; the next attempt starts with a new
-STARTED row whose attempt number is one higher. STARTED is written before
+STARTED row whose attempt number is one higher. An operator's retry adds a
+RETRYING row with code OPERATOR to a track that was refused or gave up. STARTED is written before
 the call, so a track that was STARTED may have taken effect.
 
 `read_log` replays the rows and refuses any that the definition or the
@@ -46,6 +47,9 @@ class LogEntry:
 
 
 E = StepEvent
+
+# The code of the RETRYING row an operator's retry writes to reopen a track.
+OPERATOR = "OPERATOR"
 
 # What may follow the last row of a track. FAILED is followed only by an operator's
 # RETRYING row; nothing follows SUCCEEDED.
@@ -165,7 +169,9 @@ def _check_compensation(
 
 
 def _advance(track: Track, entry: LogEntry, *, where: str) -> Track:
-    if entry.event not in _FOLLOWS[track.last]:
+    # An operator may also reopen a track whose retries gave up (its last row is RETRYING).
+    reopened = entry.code == OPERATOR and track.last is E.RETRYING and entry.event is E.RETRYING
+    if entry.event not in _FOLLOWS[track.last] and not reopened:
         last = track.last.value if track.last else "nothing"
         raise LogMismatch(f"{where} cannot follow {last}")
     if entry.event is StepEvent.STARTED:

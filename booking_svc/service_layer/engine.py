@@ -29,18 +29,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_after_delay
 from tenacity.stop import stop_base
 
-from booking_svc.adapters.participants import ParticipantError, Participants, is_transient
-from booking_svc.domain.log import LogEntry
+from booking_svc.adapters.participants import ParticipantError, Participants
+from booking_svc.domain.log import OPERATOR, LogEntry
 from booking_svc.domain.model import Booking, LeaseLost, LogRecord, SagaInstance
 from booking_svc.domain.planner import (
     Compensated,
@@ -70,7 +63,7 @@ from booking_svc.service_layer import crash as crash_points
 from booking_svc.service_layer.calls import Call, call_for
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.unit_of_work import UnitOfWork
-from eventbooking import db
+from eventbooking import db, retry
 from eventbooking.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -461,13 +454,11 @@ class SagaEngine:
             retry_row = _result_row(move, attempt, StepEvent.RETRYING, error, at=self._clock())
             await self._write(run, [retry_row], current_step=step.name)
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.05, max=policy.max_backoff_seconds),
+        retrying = retry.participant_calls(
             stop=self._stop_for(run, move, policy),
-            sleep=self._sleep,
+            max_backoff=policy.max_backoff_seconds,
             before_sleep=record_retry,
-            reraise=True,
+            sleep=self._sleep,
         )
         try:
             async for try_ in retrying:
@@ -510,32 +501,25 @@ class SagaEngine:
         """What is left of the policy, counting attempts and time spent before a crash too."""
         if policy.kind is RetryKind.BUDGETED:
             return stop_after_attempt(max(1, (policy.attempts or 1) - move.attempt + 1))
-        first = next(
-            (
-                e.at
-                for e in run.entries
-                if e.step == move.step.name
-                and e.phase is _phase(move)
-                and e.event is StepEvent.STARTED
-            ),
-            self._clock(),
-        )
+        # The give-up clock starts at the track's first call, or at an operator's retry of it.
+        track = [e for e in run.entries if e.step == move.step.name and e.phase is _phase(move)]
+        starts = [
+            e.at
+            for e in track
+            if e.event is StepEvent.STARTED
+            or (e.event is StepEvent.RETRYING and e.code == OPERATOR)
+        ]
+        first = starts[0] if starts else self._clock()
+        reopened = [e.at for e in track if e.code == OPERATOR]
+        if reopened:
+            first = max(first, reopened[-1])
         spent = (self._clock() - first).total_seconds()
         return stop_after_delay(max(0.0, (policy.give_up_after_seconds or 0) - spent))
 
     def _through_outages(self) -> AsyncRetrying:
-        """Retries a write while the database is unreachable, for at most half a lease.
-
-        The call it records already happened; giving up sooner would make
-        another replica repeat it, which is safe but wasted.
-        """
-        return AsyncRetrying(
-            retry=retry_if_exception(db.is_outage),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
-            stop=stop_after_delay(self.lease.total_seconds() / 2),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        # The call a write records already happened; giving up sooner would make another
+        # replica repeat it, which is safe but wasted.
+        return retry.database_outages(within=self.lease.total_seconds() / 2, sleep=self._sleep)
 
     async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
         """Write what `outcome` and the plan after it change; return the next call, if any."""
@@ -586,6 +570,12 @@ class SagaEngine:
         entries = list(run.entries)
         for row in rows:
             entries.append(numbered(entries, run.saga_id, row))
+        amount = None
+        priced = run
+        if "amount_cents" in outcome.response and definition.kind == "booking":
+            # The reserve step prices the booking; the next call (the charge) must see it.
+            amount = int(outcome.response["amount_cents"])
+            priced = replace(run, booking=replace(run.booking, amount_cents=amount))
         status = run.saga.status
         cancel = run.saga.cancel_requested
         note: str | None = None
@@ -611,13 +601,10 @@ class SagaEngine:
                 status, note = transition(status, SagaStatus.STUCK), planned.reason
             else:
                 move = planned
-                row = self.started(run, planned, at=now)
+                row = self.started(priced, planned, at=now)
                 rows.append(row)
             break
         booking_status, cancel_saga = self._booking_after(run, rows, status, now=now)
-        amount = None
-        if "amount_cents" in outcome.response and definition.kind == "booking":
-            amount = int(outcome.response["amount_cents"])
         current = rows[-1].step if rows else run.saga.current_step
         return Transition(
             rows=rows,

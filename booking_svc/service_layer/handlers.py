@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from booking_svc.domain import commands
-from booking_svc.domain.log import read_log
+from booking_svc.domain.log import OPERATOR, read_log
 from booking_svc.domain.model import Booking, LogDetail, LogRecord, SagaInstance
 from booking_svc.domain.planner import RunAction, can_compensate, resume_status
 from booking_svc.domain.states import (
@@ -50,7 +50,7 @@ class SagaPage:
 
 @dataclass(frozen=True)
 class History:
-    """Every log row of a booking's sagas, oldest first, and the latest saga."""
+    """Every log row of a booking's sagas (booking saga, then any cancel saga), and the booking saga."""
 
     saga: SagaInstance
     rows: list[tuple[uuid.UUID, LogDetail]]
@@ -247,7 +247,7 @@ class BookingHandlers:
                 (s.saga_id, detail) for s in sagas for detail in await uow.sagas.details(s.saga_id)
             ]
         rows.sort(key=lambda row: row[1].entry.seq)
-        return History(saga=sagas[-1], rows=rows)
+        return History(saga=sagas[0], rows=rows)
 
     # Operators.
 
@@ -301,24 +301,25 @@ class BookingHandlers:
                     f"saga {saga_id} has passed its pivot and can only go forward; retry it instead"
                 )
             target = SagaStatus.COMPENSATING if compensate else resume_status(entries)
-            # A refused call's track ends FAILED; RETRYING reopens it for the next attempt.
+            # A track that was refused (FAILED) or gave up (RETRYING) is reopened by an
+            # operator row, which also restarts its give-up clock.
             progress = read_log(definition, entries)
+            phase = (
+                StepPhase.COMPENSATION if target is SagaStatus.COMPENSATING else StepPhase.ACTION
+            )
+            tracks = progress.compensations if phase is StepPhase.COMPENSATION else progress.actions
             reopen = [
                 LogRecord(
                     step=step.name,
                     phase=phase,
                     event=StepEvent.RETRYING,
                     attempt=track.attempts,
+                    code=OPERATOR,
                     message="an operator asked to " + ("compensate" if compensate else "retry"),
                     at=now,
                 )
-                for phase, tracks in (
-                    (StepPhase.ACTION, progress.actions),
-                    (StepPhase.COMPENSATION, progress.compensations),
-                )
-                if not (compensate and phase is StepPhase.ACTION)
                 for step, track in zip(definition.steps, tracks, strict=True)
-                if track.failed
+                if track.last in (StepEvent.FAILED, StepEvent.RETRYING)
             ]
             action = "compensate" if compensate else "retry"
             taken = await uow.sagas.take_over_txn(

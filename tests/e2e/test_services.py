@@ -1,8 +1,9 @@
-"""The services as real processes: reflection, health, and statuses through grpcurl."""
+"""The services as real processes: reflection, health, a booking and statuses through grpcurl."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -13,39 +14,50 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 ACCOUNT = "eventbooking.account.v1.AccountService"
 EVENT = "eventbooking.event.v1.EventService"
+BOOKING = "eventbooking.booking.v1.BookingService"
+SAGA_ADMIN = "eventbooking.booking.v1.SagaAdminService"
 NOTIFICATION = "eventbooking.notification.v1.NotificationService"
+BOOKING_STEPS = ["reserve_seats", "charge_account", "confirm_seats", "notify"]
+
+
+def call(grpcurl: Grpcurl, port: int, method: str, body: dict[str, object]) -> dict[str, Any]:
+    """grpcurl's JSON reply, typed loosely enough for a test to index into."""
+    return grpcurl.call(port, method, body)
 
 
 @pytest.mark.parametrize(
-    ("module", "service"),
+    ("module", "services"),
     [
-        ("account_svc", ACCOUNT),
-        ("event_svc", EVENT),
-        ("notification_svc", NOTIFICATION),
+        ("account_svc", [ACCOUNT]),
+        ("event_svc", [EVENT]),
+        ("booking_svc", [BOOKING, SAGA_ADMIN]),
+        ("notification_svc", [NOTIFICATION]),
     ],
 )
 def test_list_shows_the_service_health_and_reflection(
-    system: dict[str, int], grpcurl: Grpcurl, module: str, service: str
+    system: dict[str, int], grpcurl: Grpcurl, module: str, services: list[str]
 ) -> None:
     result = grpcurl.run("-plaintext", f"localhost:{system[module]}", "list")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == sorted(
-        [service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        [*services, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
     )
-    described = grpcurl.run("-plaintext", f"localhost:{system[module]}", "describe", service)
-    assert f"service {service.rsplit('.', 1)[1]} {{" in described.stdout
-    health = grpcurl.call(system[module], "grpc.health.v1.Health/Check", {"service": service})
-    assert health == {"status": "SERVING"}
+    for service in services:
+        described = grpcurl.run("-plaintext", f"localhost:{system[module]}", "describe", service)
+        assert f"service {service.rsplit('.', 1)[1]} {{" in described.stdout
+        health = grpcurl.call(system[module], "grpc.health.v1.Health/Check", {"service": service})
+        assert health == {"status": "SERVING"}
 
 
 def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: Grpcurl) -> None:
     acc, ev = system["account_svc"], system["event_svc"]
-    account = grpcurl.call(
-        acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Lin"}
+    account = call(
+        grpcurl, acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Lin"}
     )
     account_id = account["account"]["account_id"]
-    grpcurl.call(acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 3000})
-    event = grpcurl.call(
+    call(grpcurl, acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 3000})
+    event = call(
+        grpcurl,
         ev,
         f"{EVENT}/CreateEvent",
         {
@@ -58,7 +70,8 @@ def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: 
     )
     event_id = event["event"]["event_id"]
     reservation_id = str(uuid.uuid4())
-    held = grpcurl.call(
+    held = call(
+        grpcurl,
         ev,
         f"{EVENT}/ReserveSeats",
         {
@@ -68,7 +81,8 @@ def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: 
         },
     )
     assert held["reservation"]["status"] == "RESERVATION_STATUS_HELD"
-    charged = grpcurl.call(
+    charged = call(
+        grpcurl,
         acc,
         f"{ACCOUNT}/Charge",
         {
@@ -78,9 +92,67 @@ def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: 
         },
     )
     assert charged["balance_cents"] == "1000"  # int64 is a string in JSON
-    grpcurl.call(ev, f"{EVENT}/ConfirmReservation", {"reservation_id": reservation_id})
-    seats = grpcurl.call(ev, f"{EVENT}/GetEvent", {"event_id": event_id})["event"]
+    call(grpcurl, ev, f"{EVENT}/ConfirmReservation", {"reservation_id": reservation_id})
+    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id})["event"]
     assert (seats["available_seats"], seats.get("held_seats", 0), seats["sold_seats"]) == (3, 0, 2)
+
+
+def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sold(
+    system: dict[str, int], grpcurl: Grpcurl
+) -> None:
+    acc, ev, book = system["account_svc"], system["event_svc"], system["booking_svc"]
+    account = call(
+        grpcurl, acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Ida"}
+    )
+    account_id = account["account"]["account_id"]
+    call(grpcurl, acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 5000})
+    event = call(
+        grpcurl,
+        ev,
+        f"{EVENT}/CreateEvent",
+        {
+            "name": "Trio",
+            "venue": "Hall",
+            "starts_at": "2027-02-01T20:00:00Z",
+            "capacity": 4,
+            "price_cents": 1200,
+        },
+    )
+    event_id = event["event"]["event_id"]
+    request = {
+        "account_id": account_id,
+        "event_id": event_id,
+        "quantity": 3,
+        "idempotency_key": str(uuid.uuid4()),
+        "wait_for_outcome": True,
+    }
+
+    booking = call(grpcurl, book, f"{BOOKING}/CreateBooking", request)["booking"]
+    again = call(grpcurl, book, f"{BOOKING}/CreateBooking", request)["booking"]
+
+    assert booking["status"] == "BOOKING_STATUS_CONFIRMED", booking
+    assert booking["amount_cents"] == "3600"  # int64 is a string in JSON
+    assert (again["booking_id"], again["status"]) == (booking["booking_id"], booking["status"])
+    ledger = call(grpcurl, acc, f"{ACCOUNT}/ListTransactions", {"account_id": account_id})
+    charges = [t for t in ledger["transactions"] if t["kind"] == "TRANSACTION_KIND_CHARGE"]
+    assert [c["amount_cents"] for c in charges] == ["3600"]
+    assert charges[0]["reference"] == booking["booking_id"]
+    balance = call(grpcurl, acc, f"{ACCOUNT}/GetAccount", {"account_id": account_id})
+    assert balance["account"]["balance_cents"] == "1400"
+    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id})["event"]
+    assert (seats["available_seats"], seats.get("held_seats", 0), seats["sold_seats"]) == (1, 0, 3)
+    history = call(
+        grpcurl, book, f"{BOOKING}/GetBookingHistory", {"booking_id": booking["booking_id"]}
+    )
+    assert history["saga_status"] == "SAGA_STATUS_COMPLETED"
+    entries = history["entries"]
+    assert list(dict.fromkeys(e["step"] for e in entries)) == BOOKING_STEPS
+    assert {e["saga_id"] for e in entries} == {history["saga_id"]}
+    assert {e["phase"] for e in entries} == {"STEP_PHASE_ACTION"}
+    for step in BOOKING_STEPS:
+        rows = [e for e in entries if e["step"] == step]
+        assert rows[0]["event"] == "STEP_EVENT_STARTED", rows
+        assert (rows[-1]["event"], rows[-1]["code"]) == ("STEP_EVENT_SUCCEEDED", "OK"), rows
 
 
 @pytest.mark.parametrize(
@@ -156,7 +228,7 @@ def test_bad_input_gets_a_status_and_a_readable_message(
 
 
 def test_a_duplicate_email_is_already_exists(system: dict[str, int], grpcurl: Grpcurl) -> None:
-    body = {"email": unique_email(), "display_name": "Dup"}
+    body: dict[str, object] = {"email": unique_email(), "display_name": "Dup"}
     grpcurl.call(system["account_svc"], f"{ACCOUNT}/CreateAccount", body)
     error = grpcurl.fail(system["account_svc"], f"{ACCOUNT}/CreateAccount", body)
     assert "Code: AlreadyExists" in error

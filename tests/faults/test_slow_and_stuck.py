@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def _saga(client: Client, booking_id: str, *, status: int, timeout: float = 30) 
         time.sleep(0.1)
 
 
-def _bookingctl(live: LocalSystem, *args: str) -> dict[str, object]:
+def _bookingctl(live: LocalSystem, *args: str) -> dict[str, Any]:
     result = subprocess.run(
         [
             str(BOOKINGCTL),
@@ -64,8 +65,8 @@ def _bookingctl(live: LocalSystem, *args: str) -> dict[str, object]:
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    reply: dict[str, object] = json.loads(result.stdout)
-    return reply
+    saga: dict[str, Any] = json.loads(result.stdout)["saga"]
+    return saga
 
 
 def test_a_hold_that_lapses_before_confirm_ends_failed_and_refunded(

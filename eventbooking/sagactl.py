@@ -1,0 +1,330 @@
+"""The client side of `bookingctl saga`: SagaAdminService calls, and how their answers print.
+
+It talks to booking_svc only through the generated stubs, so it works
+against any deployment that serves the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypedDict
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eventbooking.booking.v1 import booking_pb2 as pb
+from eventbooking.booking.v1 import booking_pb2_grpc
+
+DEFAULT_ADDRESS = "localhost:50053"
+ADDRESS_ENV = "BOOKINGCTL_BOOKING_ADDRESS"
+STATUSES = ("running", "compensating", "completed", "compensated", "stuck")
+KINDS = ("booking", "cancel")
+# The largest page booking_svc serves; a longer --limit takes several pages.
+MAX_PAGE_SIZE = 500
+
+_DURATION = re.compile(r"(?:\d+[smhd])+")
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Far beyond any saga's age, and small enough for the request's int64.
+MAX_DURATION_SECONDS = 100 * 365 * 86400
+
+
+class SagaJson(TypedDict):
+    saga_id: str
+    kind: str
+    booking_id: str
+    status: str
+    current_step: str
+    owner: str
+    lease_expires_at: str | None
+    version: int
+    cancel_requested: bool
+    note: str
+    trace_id: str
+    created_at: str | None
+    updated_at: str | None
+    age_seconds: float
+
+
+class LogEntryJson(TypedDict):
+    seq: int
+    step: str
+    phase: str
+    event: str
+    attempt: int
+    code: str
+    message: str
+    at: str | None
+    offset_seconds: float
+    trace_id: str
+    span_id: str
+    owner: str
+    request: Any
+    response: Any
+
+
+@dataclass(frozen=True)
+class SagaFilter:
+    """What `saga list` asks for; None and 0 mean no filter."""
+
+    status: str | None = None
+    kind: str | None = None
+    step: str | None = None
+    min_age_seconds: int = 0
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as 30s, 5m, 2h, 1d or 1h30m; ValueError for anything else."""
+    cleaned = text.strip().lower()
+    if not _DURATION.fullmatch(cleaned):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m, 2h or 1h30m")
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(cleaned))
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return seconds
+
+
+def format_age(seconds: float) -> str:
+    """A short human age: 12s, 3m12s, 2h05m, 4d03h."""
+    days, rest = divmod(max(0, int(seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _when(ts: Timestamp) -> datetime | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat().replace("+00:00", "Z") if at else None
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    """RUNNING for SAGA_STATUS_RUNNING; the number itself for a value this client does not know."""
+    try:
+        name: str = enum.Name(value)
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix)
+
+
+def _decoded(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def saga_json(saga: pb.Saga, *, now: datetime) -> SagaJson:
+    created = _when(saga.created_at)
+    return SagaJson(
+        saga_id=saga.saga_id,
+        kind=saga.kind,
+        booking_id=saga.booking_id,
+        status=_enum_name(pb.SagaStatus, saga.status, "SAGA_STATUS_"),
+        current_step=saga.current_step,
+        owner=saga.owner,
+        lease_expires_at=_iso(_when(saga.lease_expires_at)),
+        version=saga.version,
+        cancel_requested=saga.cancel_requested,
+        note=saga.note,
+        trace_id=saga.trace_id,
+        created_at=_iso(created),
+        updated_at=_iso(_when(saga.updated_at)),
+        age_seconds=round((now - created).total_seconds(), 3) if created else 0.0,
+    )
+
+
+def log_entry_json(entry: pb.SagaLogEntry, *, start: datetime | None) -> LogEntryJson:
+    at = _when(entry.at)
+    offset = (at - start).total_seconds() if at and start else 0.0
+    return LogEntryJson(
+        seq=entry.seq,
+        step=entry.step,
+        phase=_enum_name(pb.StepPhase, entry.phase, "STEP_PHASE_"),
+        event=_enum_name(pb.StepEvent, entry.event, "STEP_EVENT_"),
+        attempt=entry.attempt,
+        code=entry.code,
+        message=entry.message,
+        at=_iso(at),
+        offset_seconds=round(offset, 6),
+        trace_id=entry.trace_id,
+        span_id=entry.span_id,
+        owner=entry.owner,
+        request=_decoded(entry.request_json),
+        response=_decoded(entry.response_json),
+    )
+
+
+def log_json(entries: Sequence[pb.SagaLogEntry]) -> list[LogEntryJson]:
+    """The log rows, each with its offset from the first row."""
+    start = _when(entries[0].at) if entries else None
+    return [log_entry_json(e, start=start) for e in entries]
+
+
+class SagaAdmin:
+    """SagaAdminService at one address; every call carries the same deadline."""
+
+    def __init__(self, address: str, *, timeout: float) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = booking_pb2_grpc.SagaAdminServiceStub(self._channel)
+        self._timeout = timeout
+
+    def __enter__(self) -> SagaAdmin:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._channel.close()
+
+    def list_sagas(self, wanted: SagaFilter, *, limit: int) -> tuple[list[pb.Saga], bool]:
+        """Up to `limit` sagas, oldest first, and whether more match."""
+        sagas: list[pb.Saga] = []
+        token = ""
+        while True:
+            reply = self._stub.ListSagas(
+                _list_request(wanted, size=min(MAX_PAGE_SIZE, limit - len(sagas)), token=token),
+                timeout=self._timeout,
+            )
+            sagas.extend(reply.sagas)
+            token = reply.next_page_token
+            if not token or len(sagas) >= limit:
+                return sagas[:limit], bool(token) or len(sagas) > limit
+
+    def get_saga(self, saga_id: str) -> pb.GetSagaResponse:
+        return self._stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id), timeout=self._timeout)
+
+    def retry_saga(self, saga_id: str) -> pb.Saga:
+        request = pb.RetrySagaRequest(saga_id=saga_id)
+        return self._stub.RetrySaga(request, timeout=self._timeout).saga
+
+    def compensate_saga(self, saga_id: str) -> pb.Saga:
+        request = pb.CompensateSagaRequest(saga_id=saga_id)
+        return self._stub.CompensateSaga(request, timeout=self._timeout).saga
+
+
+def _list_request(wanted: SagaFilter, *, size: int, token: str) -> pb.ListSagasRequest:
+    status = pb.SAGA_STATUS_UNSPECIFIED
+    if wanted.status:
+        status = pb.SagaStatus.Value(f"SAGA_STATUS_{wanted.status.upper()}")
+    return pb.ListSagasRequest(
+        status=status,
+        kind=wanted.kind or "",
+        step=wanted.step or "",
+        min_age_seconds=wanted.min_age_seconds,
+        page_size=size,
+        page_token=token,
+    )
+
+
+def error_lines(err: grpc.RpcError, *, command: str, address: str, timeout: float) -> list[str]:
+    """What a failed call prints: `bookingctl saga <cmd>: <CODE>: <details>`, and a hint."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+    lines = [f"bookingctl saga {command}: {code.name}: {details}"]
+    if code is grpc.StatusCode.UNAVAILABLE:
+        lines.append(
+            f"hint: is booking_svc running at {address}? Start the system with `bookingctl up`,"
+            f" or point --address (or {ADDRESS_ENV}) at it."
+        )
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        lines.append(f"hint: no answer within {timeout:g}s; raise --timeout.")
+    return lines
+
+
+def columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as aligned text, two spaces between columns; the last column is not padded."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(
+            [*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def saga_table(sagas: Sequence[SagaJson]) -> list[str]:
+    """The `saga list` table: id, kind, status, current step, age, owner, note."""
+    header = ("SAGA ID", "KIND", "STATUS", "STEP", "AGE", "OWNER", "NOTE")
+    rows = [
+        (
+            s["saga_id"],
+            s["kind"],
+            s["status"],
+            s["current_step"] or "-",
+            format_age(s["age_seconds"]),
+            s["owner"] or "-",
+            _one_line(s["note"]),
+        )
+        for s in sagas
+    ]
+    return columns([header, *rows])
+
+
+def _holder(saga: SagaJson, *, now: datetime) -> str:
+    lease = saga["lease_expires_at"]
+    if not saga["owner"] or not lease:
+        return saga["owner"] or "-"
+    if datetime.fromisoformat(lease) <= now:
+        return f"{saga['owner']} (lease expired at {lease})"
+    return f"{saga['owner']} (lease until {lease})"
+
+
+def saga_header(saga: SagaJson, *, now: datetime) -> list[str]:
+    """The head of `saga show`: who the saga is, where it stands, and who holds it."""
+    status = saga["status"] + (", cancel requested" if saga["cancel_requested"] else "")
+    fields = [
+        ("saga", f"{saga['saga_id']} ({saga['kind']})"),
+        ("booking", saga["booking_id"]),
+        ("status", status),
+        ("step", saga["current_step"] or "-"),
+        ("owner", _holder(saga, now=now)),
+        ("trace", saga["trace_id"] or "-"),
+        ("note", _one_line(saga["note"]) or "-"),
+        ("created", f"{saga['created_at']} (updated {saga['updated_at']})"),
+    ]
+    return columns([(name, value) for name, value in fields])
+
+
+def timeline(entries: Sequence[LogEntryJson]) -> list[str]:
+    """One line per log row: offset from the first row, step, phase, event, attempt, code, message."""
+    header = ("OFFSET", "STEP", "PHASE", "EVENT", "ATTEMPT", "CODE", "MESSAGE")
+    rows = [
+        (
+            f"+{e['offset_seconds']:.3f}s",
+            e["step"],
+            e["phase"],
+            e["event"],
+            str(e["attempt"]),
+            e["code"],
+            _one_line(e["message"]),
+        )
+        for e in entries
+    ]
+    return columns([header, *rows])

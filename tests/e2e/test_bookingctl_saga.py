@@ -1,0 +1,267 @@
+"""`bookingctl saga` as an operator runs it against the running system."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbooking.localpg import free_port
+from tests.conftest import unique_email
+from tests.e2e.conftest import Grpcurl
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+BOOKINGCTL = Path(sys.executable).parent / "bookingctl"
+ACCOUNT = "eventbooking.account.v1.AccountService"
+EVENT = "eventbooking.event.v1.EventService"
+BOOKING = "eventbooking.booking.v1.BookingService"
+BOOKING_STEPS = ("reserve_seats", "charge_account", "confirm_seats", "notify")
+# Oldest first, so a shared system's earlier sagas come before ours; ask for all of them.
+EVERY = ("--limit", "1000000")
+
+
+@dataclass(frozen=True)
+class Booked:
+    booking_id: str
+    saga_id: str
+
+
+def bookingctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BOOKINGCTL), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def saga_ok(system: dict[str, int], *args: str) -> str:
+    """Run `bookingctl saga ARGS` against the system; its stdout, once it exited 0."""
+    result = bookingctl("saga", *args, "--address", f"localhost:{system['booking_svc']}")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def saga_json(system: dict[str, int], *args: str) -> Any:
+    return json.loads(saga_ok(system, *args, "--json"))
+
+
+def book(system: dict[str, int], grpcurl: Grpcurl) -> str:
+    """A confirmed booking of a fresh account for a fresh event; its id."""
+    acc, ev = system["account_svc"], system["event_svc"]
+    account = grpcurl.call(
+        acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Ops"}
+    )
+    account_id = account["account"]["account_id"]  # type: ignore[index]
+    grpcurl.call(acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 5000})
+    event = grpcurl.call(
+        ev,
+        f"{EVENT}/CreateEvent",
+        {
+            "name": f"Saga night {uuid.uuid4().hex[:8]}",
+            "venue": "Hall",
+            "starts_at": "2027-03-01T20:00:00Z",
+            "capacity": 10,
+            "price_cents": 1500,
+        },
+    )
+    booking = grpcurl.call(
+        system["booking_svc"],
+        f"{BOOKING}/CreateBooking",
+        {
+            "account_id": account_id,
+            "event_id": event["event"]["event_id"],  # type: ignore[index]
+            "quantity": 2,
+            "idempotency_key": str(uuid.uuid4()),
+            "wait_for_outcome": True,
+        },
+    )["booking"]
+    assert booking["status"] == "BOOKING_STATUS_CONFIRMED", booking  # type: ignore[index]
+    return str(booking["booking_id"])  # type: ignore[index]
+
+
+def wait_completed(system: dict[str, int], saga_id: str) -> Any:
+    """`saga show --json` once the saga is COMPLETED: a booking confirms before it notifies."""
+    deadline = time.monotonic() + 30
+    while True:
+        shown = saga_json(system, "show", saga_id)
+        if shown["saga"]["status"] == "COMPLETED" or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def booked(system: dict[str, int], grpcurl: Grpcurl) -> Booked:
+    booking_id = book(system, grpcurl)
+    history = grpcurl.call(
+        system["booking_svc"], f"{BOOKING}/GetBookingHistory", {"booking_id": booking_id}
+    )
+    saga_id = str(history["saga_id"])
+    assert wait_completed(system, saga_id)["saga"]["status"] == "COMPLETED"
+    return Booked(booking_id=booking_id, saga_id=saga_id)
+
+
+def test_list_json_has_the_booking_saga_completed(system: dict[str, int], booked: Booked) -> None:
+    listed = saga_json(system, "list", "--kind", "booking", "--status", "completed", *EVERY)
+    mine = {s["saga_id"]: s for s in listed["sagas"]}[booked.saga_id]
+    assert (mine["booking_id"], mine["kind"], mine["status"], mine["current_step"]) == (
+        booked.booking_id,
+        "booking",
+        "COMPLETED",
+        "notify",
+    )
+    assert listed["more"] is False
+    assert all(s["status"] == "COMPLETED" and s["kind"] == "booking" for s in listed["sagas"])
+
+
+def test_list_table_shows_the_saga_with_its_age(system: dict[str, int], booked: Booked) -> None:
+    lines = saga_ok(system, "list", "--kind", "booking", *EVERY).splitlines()
+    assert lines[0].split() == ["SAGA", "ID", "KIND", "STATUS", "STEP", "AGE", "OWNER", "NOTE"]
+    row = next(line for line in lines if line.startswith(booked.saga_id)).split()
+    assert row[1:4] == ["booking", "COMPLETED", "notify"]
+    assert row[4].endswith("s")
+
+
+def test_list_older_than_leaves_out_a_young_saga(system: dict[str, int], booked: Booked) -> None:
+    old = saga_json(system, "list", "--older-than", "1h", *EVERY)
+    assert booked.saga_id not in {s["saga_id"] for s in old["sagas"]}
+    recent = saga_json(system, "list", "--older-than", "0s", *EVERY)
+    assert booked.saga_id in {s["saga_id"] for s in recent["sagas"]}
+
+
+def test_list_limit_stops_early_and_says_more_match(
+    system: dict[str, int], grpcurl: Grpcurl, booked: Booked
+) -> None:
+    book(system, grpcurl)
+    assert len(saga_json(system, "list", "--limit", "1")["sagas"]) == 1
+    result = bookingctl(
+        "saga", "list", "--limit", "1", "--address", f"localhost:{system['booking_svc']}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "raise --limit" in result.stderr
+
+
+def test_address_comes_from_the_environment(system: dict[str, int], booked: Booked) -> None:
+    result = bookingctl(
+        "saga",
+        "show",
+        booked.saga_id,
+        "--json",
+        env={"BOOKINGCTL_BOOKING_ADDRESS": f"localhost:{system['booking_svc']}"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["saga"]["saga_id"] == booked.saga_id
+
+
+def test_show_json_is_the_whole_log_in_order(system: dict[str, int], booked: Booked) -> None:
+    shown = saga_json(system, "show", booked.saga_id)
+    saga = shown["saga"]
+    assert (saga["saga_id"], saga["booking_id"], saga["kind"], saga["status"]) == (
+        booked.saga_id,
+        booked.booking_id,
+        "booking",
+        "COMPLETED",
+    )
+    rows = [(e["step"], e["phase"], e["event"], e["attempt"]) for e in shown["entries"]]
+    assert rows == [
+        (step, "ACTION", event, 1) for step in BOOKING_STEPS for event in ("STARTED", "SUCCEEDED")
+    ]
+    offsets = [e["offset_seconds"] for e in shown["entries"]]
+    assert offsets[0] == 0.0
+    assert offsets == sorted(offsets)
+    assert [e["seq"] for e in shown["entries"]] == sorted(e["seq"] for e in shown["entries"])
+
+
+def test_show_prints_a_header_and_a_timeline(system: dict[str, int], booked: Booked) -> None:
+    out = saga_ok(system, "show", booked.saga_id)
+    head, _, body = out.partition("\n\n")
+    fields = dict(line.split(None, 1) for line in head.splitlines())
+    assert fields["saga"] == f"{booked.saga_id} (booking)"
+    assert fields["booking"] == booked.booking_id
+    assert fields["status"] == "COMPLETED"
+    assert fields["step"] == "notify"
+    assert {"owner", "trace", "note", "created"} <= set(fields)
+    lines = body.splitlines()
+    assert lines[0].split() == ["OFFSET", "STEP", "PHASE", "EVENT", "ATTEMPT", "CODE", "MESSAGE"]
+    timeline = [line.split()[:5] for line in lines[1:]]
+    assert timeline[0][0] == "+0.000s"
+    assert [cells[1:] for cells in timeline] == [
+        [step, "ACTION", event, "1"] for step in BOOKING_STEPS for event in ("STARTED", "SUCCEEDED")
+    ]
+
+
+@pytest.mark.parametrize("command", ["retry", "compensate"])
+def test_repairing_a_completed_saga_is_refused(
+    system: dict[str, int], booked: Booked, command: str
+) -> None:
+    result = bookingctl(
+        "saga", command, booked.saga_id, "--address", f"localhost:{system['booking_svc']}"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"bookingctl saga {command}: FAILED_PRECONDITION: ")
+    assert "only a STUCK saga can be repaired" in result.stderr
+    assert wait_completed(system, booked.saga_id)["saga"]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("command", ["show", "retry", "compensate"])
+def test_an_unknown_saga_is_not_found(system: dict[str, int], command: str) -> None:
+    saga_id = str(uuid.uuid4())
+    result = bookingctl("saga", command, saga_id, "--address", f"localhost:{system['booking_svc']}")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"bookingctl saga {command}: NOT_FOUND: saga {saga_id} does not exist\n"
+    )
+
+
+def test_nothing_listening_is_unavailable_with_a_hint() -> None:
+    result = bookingctl("saga", "list", "--address", f"localhost:{free_port()}", "--timeout", "5")
+    assert result.returncode == 1
+    first, hint = result.stderr.splitlines()
+    assert first.startswith("bookingctl saga list: UNAVAILABLE: ")
+    assert "bookingctl up" in hint
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["list", "--older-than", "bogus"], "Invalid value for '--older-than'"),
+        (["list", "--older-than", "5"], "Invalid value for '--older-than'"),
+        (["list", "--status", "lost"], "Invalid value for '--status'"),
+        (["list", "--limit", "0"], "Invalid value for '--limit'"),
+        (["show", "not-a-uuid"], "Invalid value for 'SAGA_ID'"),
+        (["retry"], "Missing argument 'SAGA_ID'"),
+        (["list", "--address", " "], "Invalid value for '--address'"),
+        (["list", "--timeout", "0"], "Invalid value for '--timeout'"),
+    ],
+)
+def test_bad_input_is_a_usage_error(args: list[str], complaint: str) -> None:
+    result = bookingctl("saga", *args)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["show"], ["retry"], ["compensate"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = bookingctl("saga", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: bookingctl saga {' '.join(command)}".rstrip())
+
+
+def test_show_logs_the_amount_that_was_charged(system: dict[str, int], booked: Booked) -> None:
+    entries = saga_json(system, "show", booked.saga_id)["entries"]
+    by_row = {(e["step"], e["event"]): e for e in entries}
+    priced = by_row["reserve_seats", "SUCCEEDED"]["response"]["amount_cents"]
+    assert priced == 3000
+    assert by_row["charge_account", "STARTED"]["request"]["amount_cents"] == priced
