@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import grpc
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 from tenacity.stop import stop_base
 
 from eventbooking import db
+from eventbooking.clock import Clock
 
 # DESIGN "Retries and deadlines". ABORTED is not here: every participant uses it
 # for "this key is dead", which no retry changes.
@@ -36,6 +32,7 @@ TRANSIENT_CODE_NAMES = frozenset(code.name for code in TRANSIENT_CODES)
 
 Sleep = Callable[[float], Awaitable[None]]
 BeforeSleep = Callable[[RetryCallState], Awaitable[None]]
+Stop = stop_base | Callable[[RetryCallState], bool]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -49,8 +46,17 @@ def is_transient(exc: BaseException) -> bool:
     return getattr(exc, "code", None) in TRANSIENT_CODE_NAMES
 
 
+def deadline_passed(deadline: datetime, clock: Clock) -> Callable[[RetryCallState], bool]:
+    """A stop that fires once `clock` reaches `deadline`.
+
+    tenacity's own stop_after_delay reads the monotonic clock; this one reads
+    the caller's, so a test that moves time moves the give-up time too.
+    """
+    return lambda _state: clock() >= deadline
+
+
 def participant_calls(
-    *, stop: stop_base, max_backoff: float, before_sleep: BeforeSleep, sleep: Sleep = asyncio.sleep
+    *, stop: Stop, max_backoff: float, before_sleep: BeforeSleep, sleep: Sleep = asyncio.sleep
 ) -> AsyncRetrying:
     """A saga step's calls: transient failures retried with capped backoff until `stop`."""
     return AsyncRetrying(
@@ -63,12 +69,14 @@ def participant_calls(
     )
 
 
-def database_outages(*, within: float, sleep: Sleep = asyncio.sleep) -> AsyncRetrying:
-    """A write retried while the database cannot be reached, for at most `within` seconds."""
+def database_outages(
+    *, until: datetime, clock: Clock, sleep: Sleep = asyncio.sleep
+) -> AsyncRetrying:
+    """A write retried while the database cannot be reached, until `clock` reaches `until`."""
     return AsyncRetrying(
         retry=retry_if_exception(db.is_outage),
         wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-        stop=stop_after_delay(within),
+        stop=deadline_passed(until, clock),
         sleep=sleep,
         reraise=True,
     )

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_after_delay
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from booking_svc.adapters.participants import ParticipantError, Participants
 from booking_svc.domain.log import OPERATOR, LogEntry
@@ -275,17 +274,17 @@ class SagaEngine:
                     "saga claimed",
                     extra={"saga_id": str(saga.saga_id), "previous_owner": saga.owner},
                 )
-                self.resume(saga.saga_id)
+                self.resume(saga.saga_id, version=saga.version)
             claimed_total += len(claimed)
             if len(claimed) < room:
                 break
         return claimed_total
 
-    def resume(self, saga_id: uuid.UUID) -> None:
-        """Run a saga this process was just given, from its log."""
+    def resume(self, saga_id: uuid.UUID, *, version: int | None = None) -> None:
+        """Run a saga this process was just given (at `version`, if known), from its log."""
         if self._stopping or saga_id in self._tasks:
             return
-        task = asyncio.create_task(self._resume(saga_id), name=f"saga {saga_id}")
+        task = asyncio.create_task(self._resume(saga_id, version), name=f"saga {saga_id}")
         self._tasks[saga_id] = task
         task.add_done_callback(lambda done: self._forget(saga_id, done))
 
@@ -346,11 +345,14 @@ class SagaEngine:
 
     # Running one saga.
 
-    async def _resume(self, saga_id: uuid.UUID) -> None:
+    async def _resume(self, saga_id: uuid.UUID, version: int | None) -> None:
         try:
             run = await self._load(saga_id)
         except Exception as exc:  # noqa: BLE001 - one saga's failure must not end the others
             self._failed(saga_id, exc)
+            if version is not None and self._errors.get(saga_id, 0) >= self._park_after_errors:
+                note = f"parked after {self._park_after_errors} errors: {exc}"
+                await self._park(saga_id, version, note)
             return
         if run.saga.owner != self.owner:
             return
@@ -393,7 +395,8 @@ class SagaEngine:
         except Exception as exc:  # noqa: BLE001 - one saga's failure must not end the others
             self._failed(run.saga_id, exc)
             if self._errors.get(run.saga_id, 0) >= self._park_after_errors:
-                await self._park(run, f"parked after {self._park_after_errors} errors: {exc}")
+                note = f"parked after {self._park_after_errors} errors: {exc}"
+                await self._park(run.saga_id, run.saga.version, note)
 
     def _failed(self, saga_id: uuid.UUID, exc: Exception) -> None:
         if db.is_outage(exc):
@@ -409,23 +412,23 @@ class SagaEngine:
             extra={"saga_id": str(saga_id), "errors": count},
         )
 
-    async def _park(self, run: Run, note: str) -> None:
+    async def _park(self, saga_id: uuid.UUID, version: int, note: str) -> None:
         """STUCK with `note`, so an operator sees the saga instead of a crash loop."""
         try:
             async with self._uow() as uow:
                 await uow.sagas.append_txn(
-                    run.saga_id,
+                    saga_id,
                     owner=self.owner,
-                    version=run.saga.version,
+                    version=version,
                     status=SagaStatus.STUCK,
                     note=note,
                     now=self._clock(),
                 )
                 await uow.commit()
-            self._errors.pop(run.saga_id, None)
-            log.error("saga parked STUCK", extra={"saga_id": str(run.saga_id), "note": note})
+            self._errors.pop(saga_id, None)
+            log.error("saga parked STUCK", extra={"saga_id": str(saga_id), "note": note})
         except Exception:
-            log.exception("saga could not be parked", extra={"saga_id": str(run.saga_id)})
+            log.exception("saga could not be parked", extra={"saga_id": str(saga_id)})
 
     async def _perform(self, run: Run, move: CallMove) -> Outcome:
         """Make the call `move` asks for, retrying transient failures as its policy says.
@@ -497,29 +500,24 @@ class SagaEngine:
         )
         return Outcome([done], response=response)
 
-    def _stop_for(self, run: Run, move: CallMove, policy: RetryPolicy) -> stop_base:
+    def _stop_for(self, run: Run, move: CallMove, policy: RetryPolicy) -> retry.Stop:
         """What is left of the policy, counting attempts and time spent before a crash too."""
         if policy.kind is RetryKind.BUDGETED:
             return stop_after_attempt(max(1, (policy.attempts or 1) - move.attempt + 1))
         # The give-up clock starts at the track's first call, or at an operator's retry of it.
         track = [e for e in run.entries if e.step == move.step.name and e.phase is _phase(move)]
-        starts = [
-            e.at
-            for e in track
-            if e.event is StepEvent.STARTED
-            or (e.event is StepEvent.RETRYING and e.code == OPERATOR)
-        ]
-        first = starts[0] if starts else self._clock()
         reopened = [e.at for e in track if e.code == OPERATOR]
-        if reopened:
-            first = max(first, reopened[-1])
-        spent = (self._clock() - first).total_seconds()
-        return stop_after_delay(max(0.0, (policy.give_up_after_seconds or 0) - spent))
+        started = [e.at for e in track if e.event is StepEvent.STARTED]
+        first = reopened[-1] if reopened else started[0] if started else self._clock()
+        limit = timedelta(seconds=policy.give_up_after_seconds or 0)
+        return retry.deadline_passed(first + limit, self._clock)
 
     def _through_outages(self) -> AsyncRetrying:
         # The call a write records already happened; giving up sooner would make another
         # replica repeat it, which is safe but wasted.
-        return retry.database_outages(within=self.lease.total_seconds() / 2, sleep=self._sleep)
+        return retry.database_outages(
+            until=self._clock() + self.lease / 2, clock=self._clock, sleep=self._sleep
+        )
 
     async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
         """Write what `outcome` and the plan after it change; return the next call, if any."""

@@ -301,7 +301,7 @@ class BookingHandlers:
                     f"saga {saga_id} has passed its pivot and can only go forward; retry it instead"
                 )
             target = SagaStatus.COMPENSATING if compensate else resume_status(entries)
-            # A track that was refused (FAILED) or gave up (RETRYING) is reopened by an
+            # Every track left unfinished (refused, gave up, or cut off by errors) gets an
             # operator row, which also restarts its give-up clock.
             progress = read_log(definition, entries)
             phase = (
@@ -319,7 +319,7 @@ class BookingHandlers:
                     at=now,
                 )
                 for step, track in zip(definition.steps, tracks, strict=True)
-                if track.last in (StepEvent.FAILED, StepEvent.RETRYING)
+                if track.started and not track.succeeded
             ]
             action = "compensate" if compensate else "retry"
             taken = await uow.sagas.take_over_txn(
