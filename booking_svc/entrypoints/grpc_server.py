@@ -94,41 +94,35 @@ def saga_pb(s: SagaInstance) -> pb.Saga:
     )
 
 
-def log_entry_pb(d: LogDetail) -> pb.SagaLogEntry:
+def _row_fields(d: LogDetail) -> dict[str, Any]:
+    """What a log row's two messages (history and operator view) have in common."""
     e = d.entry
+    return {
+        "seq": e.seq,
+        "step": e.step,
+        "phase": _PHASE[e.phase],
+        "event": _EVENT[e.event],
+        "attempt": e.attempt,
+        "code": e.code,
+        "message": e.message,
+        "at": timestamp(e.at),
+        "trace_id": d.trace_id or "",
+    }
+
+
+def log_entry_pb(d: LogDetail) -> pb.SagaLogEntry:
+    response = d.response_summary
     return pb.SagaLogEntry(
-        seq=e.seq,
-        step=e.step,
-        phase=_PHASE[e.phase],
-        event=_EVENT[e.event],
-        attempt=e.attempt,
-        code=e.code,
-        message=e.message,
-        at=timestamp(e.at),
-        trace_id=d.trace_id or "",
+        **_row_fields(d),
         span_id=d.span_id or "",
         owner=d.owner or "",
         request_json=json.dumps(d.request_summary, sort_keys=True),
-        response_json=json.dumps(d.response_summary, sort_keys=True)
-        if d.response_summary is not None
-        else "",
+        response_json=json.dumps(response, sort_keys=True) if response is not None else "",
     )
 
 
 def history_entry_pb(saga_id: str, d: LogDetail) -> pb.HistoryEntry:
-    e = d.entry
-    return pb.HistoryEntry(
-        seq=e.seq,
-        step=e.step,
-        phase=_PHASE[e.phase],
-        event=_EVENT[e.event],
-        attempt=e.attempt,
-        code=e.code,
-        message=e.message,
-        at=timestamp(e.at),
-        trace_id=d.trace_id or "",
-        saga_id=saga_id,
-    )
+    return pb.HistoryEntry(**_row_fields(d), saga_id=saga_id)
 
 
 def _trace_context(context: Context) -> dict[str, str]:
