@@ -95,6 +95,7 @@ class SagaRepository(Protocol):
     ) -> list[SagaInstance]: ...
     async def get_booking(self, booking_id: uuid.UUID) -> Booking | None: ...
     async def sagas_of(self, booking_id: uuid.UUID) -> list[SagaInstance]: ...
+    async def oldest_live_start(self) -> datetime | None: ...
     async def page_bookings(
         self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Booking]: ...
@@ -156,6 +157,8 @@ def _entry(row: sa.Row[Any]) -> LogEntry:
         code=m["code"],
         message=m["message"],
         at=m["at"],
+        trace_id=m["trace_id"],
+        span_id=m["span_id"],
     )
 
 
@@ -409,6 +412,12 @@ class SqlSagaRepository:
             await self._conn.execute(sa.select(bookings).where(bookings.c.booking_id == booking_id))
         ).first()
         return _booking(row) if row else None
+
+    async def oldest_live_start(self) -> datetime | None:
+        """When the oldest saga still RUNNING or COMPENSATING started; None when there is none."""
+        stmt = sa.select(sa.func.min(saga.c.created_at)).where(saga.c.status.in_(_LIVE))
+        oldest: datetime | None = (await self._conn.execute(stmt)).scalar()
+        return oldest
 
     async def sagas_of(self, booking_id: uuid.UUID) -> list[SagaInstance]:
         """Every saga of a booking, oldest first: its booking saga, then any cancel saga."""

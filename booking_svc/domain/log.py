@@ -44,6 +44,9 @@ class LogEntry:
     code: str
     message: str
     at: datetime
+    # The span that wrote the row, when tracing was on: how a resumed saga links back.
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 E = StepEvent

@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from booking_svc.adapters.participants import ParticipantError, Participants
@@ -59,6 +62,7 @@ from booking_svc.domain.states import (
     transition,
 )
 from booking_svc.service_layer import crash as crash_points
+from booking_svc.service_layer import observe
 from booking_svc.service_layer.calls import Call, call_for
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.unit_of_work import UnitOfWork
@@ -68,6 +72,8 @@ from eventbooking.clock import Clock
 log = logging.getLogger(__name__)
 
 CallMove = RunAction | RunCompensation
+# The statuses a run ends in: counted as finished by the metrics.
+_FINISHED = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.STUCK})
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -175,7 +181,10 @@ class SagaEngine:
 
     def started(self, run: Run, move: CallMove, *, at: datetime) -> LogRecord:
         """The STARTED row that opens attempt `move.attempt` of a call."""
+        trace_id, span_id = observe.current_ids()
         return LogRecord(
+            trace_id=trace_id,
+            span_id=span_id,
             step=move.step.name,
             phase=_phase(move),
             event=StepEvent.STARTED,
@@ -197,6 +206,7 @@ class SagaEngine:
             current_step=definition.steps[0].name,
             owner=self.owner,
             lease_expires_at=now + self.lease,
+            trace_context=observe.current_carrier(),
             created_at=now,
             updated_at=now,
         )
@@ -236,6 +246,8 @@ class SagaEngine:
         """Run `run` in a task; `move` is a call whose STARTED row is already committed."""
         if self._stopping or run.saga_id in self._tasks:
             return
+        if move is not None:
+            observe.SAGAS_STARTED.labels(run.definition.kind).inc()
         task = asyncio.create_task(self._drive(run, move), name=f"saga {run.saga_id}")
         self._tasks[run.saga_id] = task
         task.add_done_callback(lambda done: self._forget(run.saga_id, done))
@@ -295,11 +307,18 @@ class SagaEngine:
             try:
                 await self.recover(include_own=include_own)
                 include_own = False
+                await self._measure_oldest()
             except Exception as exc:
                 if not db.is_outage(exc):
                     raise
                 log.warning("recovery could not reach the database; trying again")
             await asyncio.sleep(interval)
+
+    async def _measure_oldest(self) -> None:
+        async with self._uow() as uow:
+            oldest = await uow.sagas.oldest_live_start()
+        age = (self._clock() - oldest).total_seconds() if oldest else 0.0
+        observe.OLDEST_RUNNING.set(max(0.0, age))
 
     async def renew_leases(self) -> None:
         """Extend the lease of every saga running here; stop the ones another process took."""
@@ -371,6 +390,31 @@ class SagaEngine:
         return Run(self.definition(saga.kind), saga, booking, booking_saga_id, entries)
 
     async def _drive(self, run: Run, move: CallMove | None) -> None:
+        """Run the saga to its end here, in a span that continues the trace that started it.
+
+        `move` is None when the saga is resumed (after a crash, a takeover or
+        an operator's repair); its span then links to the span that wrote the
+        saga's last row, the run that was interrupted.
+        """
+        last = run.entries[-1] if run.entries else None
+        resumed = move is None
+        with observe.tracer.start_as_current_span(
+            f"saga {run.definition.kind}",
+            context=observe.parent_of(run.saga.trace_context),
+            links=observe.link_to(last.trace_id, last.span_id) if resumed and last else [],
+            attributes={
+                "saga.id": str(run.saga_id),
+                "booking.id": str(run.booking.booking_id),
+                "saga.kind": run.definition.kind,
+                "saga.resumed": resumed,
+            },
+        ) as span:
+            try:
+                await self._steps(run, move)
+            finally:
+                span.set_attribute("saga.status", run.saga.status.value)
+
+    async def _steps(self, run: Run, move: CallMove | None) -> None:
         try:
             if move is None:
                 if run.saga.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
@@ -379,13 +423,9 @@ class SagaEngine:
             while move is not None:
                 outcome = await self._perform(run, move)
                 move = await self._advance(run, outcome)
+                last = outcome.rows[-1]
                 self._crash(
-                    crash_points.point(
-                        run.definition.kind,
-                        outcome.rows[-1].step,
-                        outcome.rows[-1].phase,
-                        "after_log",
-                    )
+                    crash_points.point(run.definition.kind, last.step, last.phase, "after_log")
                 )
             self._errors.pop(run.saga_id, None)
         except LeaseLost:
@@ -431,6 +471,36 @@ class SagaEngine:
             log.exception("saga could not be parked", extra={"saga_id": str(saga_id)})
 
     async def _perform(self, run: Run, move: CallMove) -> Outcome:
+        """Make the call `move` asks for, in a span of its own, and time it."""
+        step, phase = move.step, _phase(move)
+        verb = "step" if phase is StepPhase.ACTION else "compensate"
+        with observe.tracer.start_as_current_span(
+            f"{verb} {step.name}",
+            attributes={
+                "saga.id": str(run.saga_id),
+                "booking.id": str(run.booking.booking_id),
+                "saga.kind": run.definition.kind,
+                "saga.step": step.name,
+                "saga.phase": phase.value.lower(),
+                "saga.attempt": move.attempt,
+            },
+        ) as span:
+            began = time.perf_counter()
+            outcome = await self._attempts(run, move)
+            observe.STEP_DURATION.labels(
+                run.definition.kind, step.name, phase.value.lower()
+            ).observe(time.perf_counter() - began)
+            last = outcome.rows[-1]
+            span.set_attribute("saga.attempt", last.attempt)
+            span.set_attribute("saga.retries", last.attempt - move.attempt)
+            span.set_attribute(
+                "saga.outcome", "gave_up" if outcome.gave_up else last.event.value.lower()
+            )
+            if last.event is not StepEvent.SUCCEEDED:
+                span.set_status(Status(StatusCode.ERROR, f"{last.code}: {last.message}"))
+            return outcome
+
+    async def _attempts(self, run: Run, move: CallMove) -> Outcome:
         """Make the call `move` asks for, retrying transient failures as its policy says.
 
         Attempt `move.attempt` has its STARTED row already; each retry writes a
@@ -453,6 +523,10 @@ class SagaEngine:
                     "attempt": attempt,
                     "code": error.code,
                 },
+            )
+            observe.RETRIES.labels(step.name, error.code).inc()
+            trace.get_current_span().add_event(
+                "retry", {"saga.attempt": attempt, "rpc.grpc.status_code": error.code}
             )
             retry_row = _result_row(move, attempt, StepEvent.RETRYING, error, at=self._clock())
             await self._write(run, [retry_row], current_step=step.name)
@@ -489,6 +563,7 @@ class SagaEngine:
                 return Outcome([row], gave_up=gave_up)
             return Outcome([_result_row(move, attempt, StepEvent.FAILED, error, at=self._clock())])
         self._crash(crash_points.point(kind, step.name, phase, "after_call"))
+        trace_id, span_id = observe.current_ids()
         done = LogRecord(
             step=step.name,
             phase=phase,
@@ -496,6 +571,8 @@ class SagaEngine:
             attempt=attempt,
             code="OK",
             response_summary=response,
+            trace_id=trace_id,
+            span_id=span_id,
             at=self._clock(),
         )
         return Outcome([done], response=response)
@@ -651,6 +728,7 @@ class SagaEngine:
 
     def _applied(self, run: Run, change: Transition, *, version: int, now: datetime) -> None:
         """Bring the run up to date with a committed transition, and tell waiters."""
+        previous = run.saga.status
         for row in change.rows:
             run.record(row)
         run.saga = replace(
@@ -679,6 +757,8 @@ class SagaEngine:
                 updated_at=now,
             )
             self._changes.publish(run.booking)
+        if change.status is not previous and change.status in _FINISHED:
+            observe.SAGAS_FINISHED.labels(run.definition.kind, change.status.value).inc()
         if change.status is SagaStatus.STUCK:
             log.error("saga STUCK", extra={"saga_id": str(run.saga_id), "note": run.saga.note})
 
@@ -721,7 +801,10 @@ def _phase(move: CallMove) -> StepPhase:
 def _result_row(
     move: CallMove, attempt: int, event: StepEvent, error: ParticipantError, *, at: datetime
 ) -> LogRecord:
+    trace_id, span_id = observe.current_ids()
     return LogRecord(
+        trace_id=trace_id,
+        span_id=span_id,
         step=move.step.name,
         phase=_phase(move),
         event=event,

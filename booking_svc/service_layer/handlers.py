@@ -25,6 +25,7 @@ from booking_svc.domain.states import (
     StepEvent,
     StepPhase,
 )
+from booking_svc.service_layer import observe
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.engine import Run, SagaEngine
 from booking_svc.service_layer.unit_of_work import UnitOfWork
@@ -105,7 +106,8 @@ class BookingHandlers:
             current_step=first_step.name,
             owner=self._engine.owner,
             lease_expires_at=now + self._engine.lease,
-            trace_context=trace_context or {},
+            # The request's own span when tracing is on, else what the caller sent.
+            trace_context=observe.current_carrier() or trace_context or {},
             created_at=now,
             updated_at=now,
         )

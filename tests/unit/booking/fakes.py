@@ -182,6 +182,8 @@ def _entry(row: StoredRow) -> LogEntry:
         code=r.code,
         message=r.message,
         at=r.at,
+        trace_id=r.trace_id,
+        span_id=r.span_id,
     )
 
 
@@ -399,6 +401,10 @@ class FakeSagaRepository:
             (s for s in self._t.sagas() if s.booking_id == booking_id),
             key=lambda s: (s.created_at, s.saga_id),
         )
+
+    async def oldest_live_start(self) -> datetime | None:
+        live = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+        return min((s.created_at for s in self._t.sagas() if s.status in live), default=None)
 
     async def page_bookings(
         self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
