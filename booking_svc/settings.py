@@ -15,7 +15,9 @@ from eventbooking.settings import DatabaseSettings
 class Settings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKING_SVC_", frozen=True, extra="ignore")
 
+    service_name: str = Field("booking_svc", min_length=1, description="service.name of its traces")
     port: int = 50053
+    metrics_port: int = Field(9553, ge=0, le=65535, description="Prometheus port; 0 disables it")
     instance_id: str = Field(
         "",
         max_length=200,

@@ -11,7 +11,9 @@ from eventbooking.settings import DatabaseSettings
 class Settings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVENT_SVC_", frozen=True, extra="ignore")
 
+    service_name: str = Field("event_svc", min_length=1, description="service.name of its traces")
     port: int = 50052
+    metrics_port: int = Field(9552, ge=0, le=65535, description="Prometheus port; 0 disables it")
     default_hold_seconds: int = Field(
         300, ge=1, le=3600, description="how long seats stay held when a request names no time"
     )

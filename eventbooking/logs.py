@@ -1,11 +1,22 @@
-"""Structured logging: key=value text for people, one JSON object per line for machines."""
+"""Structured logging: key=value text for people, one JSON object per line for machines.
+
+Every record also carries the trace id and span id of the span it was logged
+in, and the saga id that the code running it set in `saga_id`, so that a
+log line leads to its trace and its saga.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any, Literal
+
+from eventbooking import telemetry
+
+# Set by the saga runner around the work of one saga; every record logged meanwhile names it.
+saga_id: ContextVar[str | None] = ContextVar("saga_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with `extra=`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -15,6 +26,23 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
         k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
     }
+
+
+class ContextFilter(logging.Filter):
+    """Adds `trace_id` and `span_id` inside a span, and `saga_id` when one is set.
+
+    Values passed with `extra=` are left as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trace_id, span_id = telemetry.current_ids()
+        if trace_id is not None and not hasattr(record, "trace_id"):
+            record.trace_id = trace_id
+            record.span_id = span_id
+        saga = saga_id.get()
+        if saga is not None and not hasattr(record, "saga_id"):
+            record.saga_id = saga
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,6 +79,8 @@ def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Non
     """Send every logger's records to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # On the handler, not the root logger: logger filters skip records from child loggers.
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,9 +1,10 @@
 """Server scaffolding shared by every service.
 
-`create_server` builds a grpc.aio server with the error interceptor, the
-standard health service and reflection, bound to the configured port (0 for
-tests). `serve` runs one: it reports NOT_SERVING until `startup` (migrations)
-has finished, then SERVING, and stops gracefully on SIGTERM or SIGINT.
+`create_server` builds a grpc.aio server with tracing, RPC metrics and the
+error interceptor, the standard health service and reflection, bound to the
+configured port (0 for tests). `serve` runs one: it exposes the Prometheus
+metrics, reports NOT_SERVING until `startup` (migrations) has finished, then
+SERVING, stops gracefully on SIGTERM or SIGINT, and flushes the spans last.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from eventbooking import logs
+from eventbooking import logs, metrics, telemetry
 from eventbooking.interceptors import ErrorInterceptor
 from eventbooking.settings import ServiceSettings, load
 
@@ -63,7 +64,14 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Build a server with `services`, health and reflection; return it and its bound port."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()],
+        # grpc.aio runs the first interceptor outermost: the span covers the whole call, and
+        # the metrics see the status that the error interceptor, innermost, mapped errors to.
+        interceptors=[
+            *telemetry.server_interceptors(),
+            metrics.RpcMetrics(),
+            *interceptors,
+            ErrorInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             # Without this a second server could bind the same port silently.
@@ -108,11 +116,28 @@ async def serve(
     settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifecycle
 ) -> None:
     """Run a server until SIGTERM or SIGINT, then stop it within the grace period."""
+    try:
+        await _serve(settings, services, lifecycle)
+    finally:
+        # Last, so that the spans of stopping and of shutdown steps are exported too.
+        telemetry.shutdown()
+
+
+async def _serve(
+    settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifecycle
+) -> None:
     health = HealthServicer()
     names = [s.name for s in services]
     server, port = create_server(
         settings, services, health=health, interceptors=lifecycle.extra_interceptors
     )
+    try:
+        metrics.serve(settings.metrics_port, settings.host)
+    except OSError as err:
+        address = f"{settings.host}:{settings.metrics_port}"
+        raise PortInUse(f"cannot serve metrics on {address}: {err.strerror or err}") from err
+    if settings.metrics_port:
+        log.info("serving metrics", extra={"metrics_port": settings.metrics_port})
     await set_status(health, names, serving=False)
     await server.start()
     log.info("listening", extra={"port": port, "services": ",".join(names)})
@@ -166,7 +191,8 @@ S = TypeVar("S", bound=ServiceSettings)
 def main(
     settings_class: type[S], server_parts: Callable[[S], tuple[Sequence[Service], Lifecycle]]
 ) -> None:
-    """`python -m <service>`: load settings (exiting on a bad variable), configure logs, serve."""
+    """`python -m <service>`: load settings (exiting on a bad variable), logs, tracing; serve."""
     settings = load(settings_class)
     logs.configure(settings.log_level, settings.log_format)
+    telemetry.setup(settings.service_name)
     run(settings, *server_parts(settings))

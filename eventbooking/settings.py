@@ -19,8 +19,15 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
+    service_name: str = Field(
+        min_length=1,
+        description="service.name of its traces, unless OTEL_SERVICE_NAME names another",
+    )
     host: str = Field("0.0.0.0", description="interface to listen on")
     port: int = Field(ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint; 0 disables it"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     grace_seconds: float = Field(5.0, ge=0, description="time in-flight calls get on SIGTERM")

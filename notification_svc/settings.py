@@ -21,7 +21,11 @@ class Settings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix=_PREFIX, frozen=True, extra="ignore")
 
+    service_name: str = Field(
+        "notification_svc", min_length=1, description="service.name of its traces"
+    )
     port: int = Field(50054, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int = Field(9554, ge=0, le=65535, description="Prometheus port; 0 disables it")
     # NoDecode: the variable is a plain comma-separated list, not JSON.
     sinks: Annotated[tuple[SinkName, ...], NoDecode] = Field(
         ("log",), description="comma-separated sinks to deliver through: log, jsonl, smtp"

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from eventbooking import retry
+from eventbooking import retry, telemetry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.event.v1 import event_pb2, event_pb2_grpc
 from eventbooking.notification.v1 import notification_pb2, notification_pb2_grpc
@@ -152,8 +152,10 @@ class GrpcParticipants:
 
     def _open(self) -> None:
         # grpc.aio channels belong to the event loop they are made in, so not at import or bootstrap.
+        # Client spans, and the trace context passed on to the participant.
+        interceptors = telemetry.client_interceptors()
         self._channels = [
-            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
             for address in self._addresses
         ]
         account, event, notification = self._channels

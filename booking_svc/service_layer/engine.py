@@ -66,7 +66,7 @@ from booking_svc.service_layer import observe
 from booking_svc.service_layer.calls import Call, call_for
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.unit_of_work import UnitOfWork
-from eventbooking import db, retry
+from eventbooking import db, logs, retry, telemetry
 from eventbooking.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class SagaEngine:
 
     def started(self, run: Run, move: CallMove, *, at: datetime) -> LogRecord:
         """The STARTED row that opens attempt `move.attempt` of a call."""
-        trace_id, span_id = observe.current_ids()
+        trace_id, span_id = telemetry.current_ids()
         return LogRecord(
             trace_id=trace_id,
             span_id=span_id,
@@ -206,7 +206,7 @@ class SagaEngine:
             current_step=definition.steps[0].name,
             owner=self.owner,
             lease_expires_at=now + self.lease,
-            trace_context=observe.current_carrier(),
+            trace_context=telemetry.inject(),
             created_at=now,
             updated_at=now,
         )
@@ -400,7 +400,7 @@ class SagaEngine:
         resumed = move is None
         with observe.tracer.start_as_current_span(
             f"saga {run.definition.kind}",
-            context=observe.parent_of(run.saga.trace_context),
+            context=telemetry.extract(run.saga.trace_context),
             links=observe.link_to(last.trace_id, last.span_id) if resumed and last else [],
             attributes={
                 "saga.id": str(run.saga_id),
@@ -409,10 +409,12 @@ class SagaEngine:
                 "saga.resumed": resumed,
             },
         ) as span:
+            token = logs.saga_id.set(str(run.saga_id))
             try:
                 await self._steps(run, move)
             finally:
                 span.set_attribute("saga.status", run.saga.status.value)
+                logs.saga_id.reset(token)
 
     async def _steps(self, run: Run, move: CallMove | None) -> None:
         try:
@@ -563,7 +565,7 @@ class SagaEngine:
                 return Outcome([row], gave_up=gave_up)
             return Outcome([_result_row(move, attempt, StepEvent.FAILED, error, at=self._clock())])
         self._crash(crash_points.point(kind, step.name, phase, "after_call"))
-        trace_id, span_id = observe.current_ids()
+        trace_id, span_id = telemetry.current_ids()
         done = LogRecord(
             step=step.name,
             phase=phase,
@@ -801,7 +803,7 @@ def _phase(move: CallMove) -> StepPhase:
 def _result_row(
     move: CallMove, attempt: int, event: StepEvent, error: ParticipantError, *, at: datetime
 ) -> LogRecord:
-    trace_id, span_id = observe.current_ids()
+    trace_id, span_id = telemetry.current_ids()
     return LogRecord(
         trace_id=trace_id,
         span_id=span_id,

@@ -25,10 +25,10 @@ from booking_svc.domain.states import (
     StepEvent,
     StepPhase,
 )
-from booking_svc.service_layer import observe
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.engine import Run, SagaEngine
 from booking_svc.service_layer.unit_of_work import UnitOfWork
+from eventbooking import telemetry
 from eventbooking.clock import Clock
 from eventbooking.errors import AlreadyExists, FailedPrecondition, NotFound
 from eventbooking.paging import split_page
@@ -107,7 +107,7 @@ class BookingHandlers:
             owner=self._engine.owner,
             lease_expires_at=now + self._engine.lease,
             # The request's own span when tracing is on, else what the caller sent.
-            trace_context=observe.current_carrier() or trace_context or {},
+            trace_context=telemetry.inject() or trace_context or {},
             created_at=now,
             updated_at=now,
         )

@@ -7,10 +7,7 @@ still lands in the same trace, with a link to the run it interrupted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -37,18 +34,6 @@ OLDEST_RUNNING = Gauge(
 )
 
 
-def current_carrier() -> dict[str, str]:
-    """The current trace context as W3C headers, to store with a new saga."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
-
-
-def parent_of(carrier: Mapping[str, str]) -> Context:
-    """The context a saga's spans continue: the request that started it."""
-    return propagate.extract(dict(carrier))
-
-
 def link_to(trace_id: str | None, span_id: str | None) -> list[Link]:
     """A link to the span that wrote a saga's last row before it was interrupted."""
     if not trace_id or not span_id:
@@ -63,11 +48,3 @@ def link_to(trace_id: str | None, span_id: str | None) -> list[Link]:
     except ValueError:
         return []
     return [Link(context)] if context.is_valid else []
-
-
-def current_ids() -> tuple[str | None, str | None]:
-    """Hex trace and span id of the current span, for the log row it writes."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None, None
-    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
