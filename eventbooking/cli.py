@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import grpc
@@ -15,7 +16,14 @@ import grpc
 from eventbooking import sagactl
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.clock import utcnow
-from eventbooking.local import DEFAULT_PG_PORT, SERVICES, LocalSystem, UpError, default_home
+from eventbooking.local import (
+    DEFAULT_PG_PORT,
+    SERVICES,
+    LocalSystem,
+    UpError,
+    default_home,
+    option_name,
+)
 from eventbooking.sagactl import SagaAdmin, SagaFilter
 
 
@@ -25,16 +33,35 @@ def main() -> None:
 
 
 def _port_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """--<svc>-port for each service, then --<svc>-metrics-port for each."""
     for spec in reversed(SERVICES):
-        name = spec.module.removesuffix("_svc")
         fn = click.option(
-            f"--{name}-port",
+            option_name(spec.module, "metrics-port"),
+            type=click.IntRange(0, 65535),
+            default=spec.metrics_port,
+            show_default=True,
+            help=f"Prometheus port of {spec.module}; 0 serves no metrics",
+        )(fn)
+    for spec in reversed(SERVICES):
+        fn = click.option(
+            option_name(spec.module),
             type=click.IntRange(1, 65535),
             default=spec.port,
             show_default=True,
             help=f"port of {spec.module}",
         )(fn)
     return fn
+
+
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) URL with a host, without a trailing slash; None stays None."""
+    if value is None:
+        return None
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL", ctx, param)
+    return url
 
 
 @main.command()
@@ -52,14 +79,37 @@ def _port_options(fn: click.decorators.FC) -> click.decorators.FC:
     help="port of the embedded PostgreSQL",
 )
 @_port_options
+@click.option(
+    "--otlp-endpoint",
+    metavar="URL",
+    envvar="BOOKINGCTL_OTLP_ENDPOINT",
+    show_envvar=True,
+    default=None,
+    callback=_http_url,
+    help="export every service's traces over OTLP/gRPC to URL, e.g. http://localhost:4317",
+)
 @click.option("--json", "as_json", is_flag=True, help="print what runs where as one JSON line")
-def up(home: Path | None, pg_port: int, as_json: bool, **ports: int) -> None:
-    """Start PostgreSQL and every service in the foreground; Ctrl-C stops them all."""
-    by_module = {
-        spec.module: ports[spec.module.removesuffix("_svc") + "_port"] for spec in SERVICES
-    }
+def up(
+    home: Path | None, pg_port: int, otlp_endpoint: str | None, as_json: bool, **ports: int
+) -> None:
+    """Start PostgreSQL and every service in the foreground; Ctrl-C stops them all.
+
+    Each service also serves Prometheus metrics on its metrics port. With
+    --otlp-endpoint every service exports its traces there, named after its
+    module (OTEL_SERVICE_NAME); see docs/observability.md.
+    """
+    names = {spec.module: spec.module.removesuffix("_svc") for spec in SERVICES}
+    by_module = {module: ports[f"{name}_port"] for module, name in names.items()}
+    metrics = {module: ports[f"{name}_metrics_port"] for module, name in names.items()}
     echo = (lambda _msg: None) if as_json else click.echo
-    system = LocalSystem(home or default_home(), by_module, pg_port=pg_port, echo=echo)
+    system = LocalSystem(
+        home or default_home(),
+        by_module,
+        pg_port=pg_port,
+        echo=echo,
+        metrics_ports=metrics,
+        otlp_endpoint=otlp_endpoint,
+    )
     try:
         system.start()
     except UpError as err:
@@ -69,24 +119,38 @@ def up(home: Path | None, pg_port: int, as_json: bool, **ports: int) -> None:
     except KeyboardInterrupt:
         system.stop()
         sys.exit(130)
-    rows = system.summary()
-    if as_json:
-        click.echo(
-            json.dumps({name: {"address": addr, "detail": detail} for name, addr, detail in rows})
-        )
-    else:
-        click.echo("")
-        for name, addr, detail in rows:
-            click.echo(f"  {name:<18} {addr:<18} {detail}")
-        click.echo("")
-        click.echo(f"  try:  grpcurl -plaintext localhost:{by_module['account_svc']} list")
-        click.echo("  stop: Ctrl-C")
-    reason = system.wait()
+    try:
+        _echo_where(system, as_json=as_json)
+        reason = system.wait()
+    except KeyboardInterrupt:
+        # A Ctrl-C that lands before wait() takes over SIGINT must still stop the services.
+        reason = "SIGINT"
     click.echo(f"stopping ({reason})")
     system.stop()
     click.echo("stopped")
     if reason not in ("SIGINT", "SIGTERM"):
         sys.exit(1)
+
+
+def _echo_where(system: LocalSystem, *, as_json: bool) -> None:
+    """What runs where: a table with hints for people, or one JSON line for scripts."""
+    rows = system.summary()
+    if as_json:
+        where: dict[str, dict[str, object]] = {
+            name: {"address": addr, "detail": detail} for name, addr, detail in rows
+        }
+        for module in system.ports:
+            where[module]["metrics_port"] = system.metrics_port(module)
+        click.echo(json.dumps(where))
+        return
+    click.echo("")
+    for name, addr, detail in rows:
+        click.echo(f"  {name:<18} {addr:<18} {detail}")
+    click.echo("")
+    if system.otlp_endpoint:
+        click.echo(f"  traces: OTLP to {system.otlp_endpoint}")
+    click.echo(f"  try:  grpcurl -plaintext localhost:{system.ports['account_svc']} list")
+    click.echo("  stop: Ctrl-C")
 
 
 class Duration(click.ParamType[int, int | str]):
@@ -212,22 +276,40 @@ def list_sagas(
 
 @saga.command()
 @click.argument("saga_id", type=click.UUID)
+@click.option(
+    "--jaeger-url",
+    metavar="URL",
+    envvar=sagactl.JAEGER_URL_ENV,
+    show_envvar=True,
+    default=sagactl.DEFAULT_JAEGER_URL,
+    show_default=True,
+    callback=_http_url,
+    help="base URL of the Jaeger UI that the trace link points into",
+)
 @_admin_options
-def show(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+def show(saga_id: uuid.UUID, jaeger_url: str, address: str, timeout: float, as_json: bool) -> None:
     """Show one saga and its log as a timeline.
 
     The head says where the saga stands, who holds it until when, its trace
-    id and note; then one line per log row, timed from the first.
+    id with a Jaeger link, and note; then one line per log row, timed from
+    the first, with the short id of the span that wrote it.
     """
     with _admin(address, timeout) as admin:
         reply = admin.get_saga(str(saga_id))
     now = utcnow()
     head = sagactl.saga_json(reply.saga, now=now)
     entries = sagactl.log_json(reply.entries)
+    link = sagactl.jaeger_link(jaeger_url, head["trace_id"])
     if as_json:
-        _echo_json({"saga": head, "entries": entries})
+        _echo_json({"saga": head, "entries": entries, "jaeger_url": link})
     else:
-        _echo_lines([*sagactl.saga_header(head, now=now), "", *sagactl.timeline(entries)])
+        _echo_lines(
+            [
+                *sagactl.saga_header(head, now=now, jaeger_url=link),
+                "",
+                *sagactl.timeline(entries, trace_id=head["trace_id"]),
+            ]
+        )
 
 
 def _echo_repaired(saga: pb.Saga, *, as_json: bool) -> None:

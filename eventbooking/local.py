@@ -4,6 +4,9 @@ Everything lives under one home folder (EVENTBOOKING_HOME, by default
 ~/.local/share/eventbooking): `pg/` the database cluster, `logs/` a log per
 service, `up.json` what runs where. Data survives a restart; deleting the
 folder starts afresh.
+
+Each service may also serve Prometheus metrics on its own port, and may
+export traces over OTLP when an endpoint is given (see docs/observability.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,11 +35,13 @@ DEFAULT_PG_PORT = 54329
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """How to run one service: its module, settings prefix, port and database."""
+    """How to run one service: its module, settings prefix, ports and database."""
 
     module: str
     env_prefix: str
     port: int
+    # The default Prometheus port of `bookingctl up`, passed as <PREFIX>METRICS_PORT.
+    metrics_port: int
     database: str | None
     grpc_service: str
     # The services it calls; each is passed as <PREFIX><NAME>_ADDRESS, e.g. BOOKING_SVC_EVENT_ADDRESS.
@@ -44,13 +50,21 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
-        "account_svc", "ACCOUNT_SVC_", 50051, "account", "eventbooking.account.v1.AccountService"
+        "account_svc",
+        "ACCOUNT_SVC_",
+        50051,
+        9551,
+        "account",
+        "eventbooking.account.v1.AccountService",
     ),
-    ServiceSpec("event_svc", "EVENT_SVC_", 50052, "event", "eventbooking.event.v1.EventService"),
+    ServiceSpec(
+        "event_svc", "EVENT_SVC_", 50052, 9552, "event", "eventbooking.event.v1.EventService"
+    ),
     ServiceSpec(
         "booking_svc",
         "BOOKING_SVC_",
         50053,
+        9553,
         "booking",
         "eventbooking.booking.v1.BookingService",
         peers=("account_svc", "event_svc", "notification_svc"),
@@ -59,6 +73,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "notification_svc",
         "NOTIFICATION_SVC_",
         50054,
+        9554,
         None,
         "eventbooking.notification.v1.NotificationService",
     ),
@@ -67,6 +82,22 @@ SERVICES: tuple[ServiceSpec, ...] = (
 
 class UpError(RuntimeError):
     """Something stops the embedded system from starting; the message says what."""
+
+
+def option_name(module: str, kind: str = "port") -> str:
+    """The `bookingctl up` option that sets a port of `module`: --booking-port, --booking-metrics-port."""
+    return f"--{module.removesuffix('_svc')}-{kind}"
+
+
+def otel_env(module: str, otlp_endpoint: str | None) -> dict[str, str]:
+    """The OTEL_* variables that point `module`'s traces at `otlp_endpoint`; none without one."""
+    if not otlp_endpoint:
+        return {}
+    env = {"OTEL_SERVICE_NAME": module, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
+    # The OTLP gRPC exporter wants TLS unless told otherwise; a local Jaeger speaks plaintext.
+    if urlsplit(otlp_endpoint).scheme == "http":
+        env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    return env
 
 
 def default_home() -> Path:
@@ -99,6 +130,8 @@ class Running:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    # 0 when the service serves no metrics.
+    metrics_port: int = 0
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -106,7 +139,12 @@ class Running:
 
 @dataclass
 class LocalSystem:
-    """Start, watch and stop the embedded system; `echo` reports progress to the user."""
+    """Start, watch and stop the embedded system; `echo` reports progress to the user.
+
+    `metrics_ports` maps a module to its Prometheus port; a module left out
+    gets 0 (no metrics), so systems started side by side do not collide.
+    `otlp_endpoint`, when given, is where every service exports its traces.
+    """
 
     home: Path
     ports: dict[str, int]
@@ -115,6 +153,8 @@ class LocalSystem:
     health_timeout: float = 60.0
     # Extra environment per service module, on top of what `start` sets.
     env: dict[str, dict[str, str]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         self.home = self.home.absolute()
@@ -164,13 +204,29 @@ class LocalSystem:
                             break
                         time.sleep(0.1)
 
+    def metrics_port(self, module: str) -> int:
+        """The Prometheus port `module` serves on; 0 for none."""
+        return self.metrics_ports.get(module, 0)
+
     def _check_ports(self) -> None:
-        for spec in SERVICES:
-            port = self.ports[spec.module]
-            if not port_is_free(port, "0.0.0.0"):
-                option = "--" + spec.module.removesuffix("_svc") + "-port"
+        wanted = [
+            (self.ports[spec.module], spec.module, option_name(spec.module)) for spec in SERVICES
+        ]
+        wanted += [
+            (port, f"{spec.module} metrics", option_name(spec.module, "metrics-port"))
+            for spec in SERVICES
+            if (port := self.metrics_port(spec.module))
+        ]
+        taken: dict[int, str] = {}
+        for port, user, option in wanted:
+            if port in taken:
                 raise UpError(
-                    f"port {port} for {spec.module} is in use; free it or pick another with {option}"
+                    f"port {port} is given to both {taken[port]} and {user}; pick another with {option}"
+                )
+            taken[port] = user
+            if not port_is_free(port, "0.0.0.0"):
+                raise UpError(
+                    f"port {port} for {user} is in use; free it or pick another with {option}"
                 )
         if not self.pg.running() and not port_is_free(self.pg_port):
             raise UpError(
@@ -194,6 +250,8 @@ class LocalSystem:
         except PostgresError as err:
             raise UpError(str(err)) from None
         (self.home / "logs").mkdir(exist_ok=True)
+        if self.otlp_endpoint:
+            self.echo(f"exporting traces to {self.otlp_endpoint}")
         for spec in SERVICES:
             self.running.append(self._spawn(spec))
             self.echo(f"starting {spec.module} on port {self.ports[spec.module]}")
@@ -209,6 +267,8 @@ class LocalSystem:
             "PYTHONUNBUFFERED": "1",
             f"{prefix}PORT": str(self.ports[spec.module]),
             f"{prefix}HOST": "127.0.0.1",
+            f"{prefix}METRICS_PORT": str(self.metrics_port(spec.module)),
+            **otel_env(spec.module, self.otlp_endpoint),
         }
         if spec.module in self.urls:
             env[f"{prefix}DATABASE_URL"] = self.urls[spec.module]
@@ -231,7 +291,9 @@ class LocalSystem:
                 # Ctrl-C goes to this supervisor alone, which stops services before the database.
                 start_new_session=True,
             )
-        return Running(spec, self.ports[spec.module], process, log_path)
+        return Running(
+            spec, self.ports[spec.module], process, log_path, self.metrics_port(spec.module)
+        )
 
     def _wait_healthy(self, run: Running) -> None:
         if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive):
@@ -266,10 +328,12 @@ class LocalSystem:
         state = {
             "pid": os.getpid(),
             "postgres": {"port": self.pg_port, "data": str(self.pg.data_dir)},
+            "otlp_endpoint": self.otlp_endpoint,
             "services": [
                 {
                     "module": r.spec.module,
                     "port": r.port,
+                    "metrics_port": r.metrics_port,
                     "pid": r.process.pid,
                     "log": str(r.log_path),
                 }
@@ -284,8 +348,16 @@ class LocalSystem:
         return "\n".join("    " + line for line in text[-lines:])
 
     def summary(self) -> list[tuple[str, str, str]]:
+        """What runs where: name, address and a detail (data folder; metrics port and log)."""
         rows = [("PostgreSQL", f"127.0.0.1:{self.pg_port}", f"data {self.pg.data_dir}")]
-        rows += [(r.spec.module, f"localhost:{r.port}", f"log {r.log_path}") for r in self.running]
+        rows += [
+            (
+                r.spec.module,
+                f"localhost:{r.port}",
+                f"metrics {f':{r.metrics_port}' if r.metrics_port else 'off'}  log {r.log_path}",
+            )
+            for r in self.running
+        ]
         return rows
 
     def wait(self) -> str:

@@ -22,6 +22,11 @@ from eventbooking.booking.v1 import booking_pb2_grpc
 
 DEFAULT_ADDRESS = "localhost:50053"
 ADDRESS_ENV = "BOOKINGCTL_BOOKING_ADDRESS"
+DEFAULT_JAEGER_URL = "http://localhost:16686"
+JAEGER_URL_ENV = "BOOKINGCTL_JAEGER_URL"
+NO_TRACE = "none: no trace context was recorded when the saga started, so there is no Jaeger link"
+# Span ids are 16 hex digits; the first 8 tell a saga's spans apart, as a short git hash does.
+SHORT_ID = 8
 STATUSES = ("running", "compensating", "completed", "compensated", "stuck")
 KINDS = ("booking", "cancel")
 # The largest page booking_svc serves; a longer --limit takes several pages.
@@ -129,6 +134,11 @@ def _decoded(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def jaeger_link(base_url: str, trace_id: str) -> str | None:
+    """The Jaeger UI page of `trace_id`, or None for a saga without a trace."""
+    return f"{base_url.rstrip('/')}/trace/{trace_id}" if trace_id else None
 
 
 def saga_json(saga: pb.Saga, *, now: datetime) -> SagaJson:
@@ -296,8 +306,8 @@ def _holder(saga: SagaJson, *, now: datetime) -> str:
     return f"{saga['owner']} (lease until {lease})"
 
 
-def saga_header(saga: SagaJson, *, now: datetime) -> list[str]:
-    """The head of `saga show`: who the saga is, where it stands, and who holds it."""
+def saga_header(saga: SagaJson, *, now: datetime, jaeger_url: str | None = None) -> list[str]:
+    """The head of `saga show`: who the saga is, where it stands, who holds it, its trace."""
     status = saga["status"] + (", cancel requested" if saga["cancel_requested"] else "")
     fields = [
         ("saga", f"{saga['saga_id']} ({saga['kind']})"),
@@ -305,16 +315,34 @@ def saga_header(saga: SagaJson, *, now: datetime) -> list[str]:
         ("status", status),
         ("step", saga["current_step"] or "-"),
         ("owner", _holder(saga, now=now)),
-        ("trace", saga["trace_id"] or "-"),
+        ("trace", saga["trace_id"] or NO_TRACE),
+    ]
+    if jaeger_url:
+        fields.append(("jaeger", jaeger_url))
+    fields += [
         ("note", _one_line(saga["note"]) or "-"),
         ("created", f"{saga['created_at']} (updated {saga['updated_at']})"),
     ]
     return columns([(name, value) for name, value in fields])
 
 
-def timeline(entries: Sequence[LogEntryJson]) -> list[str]:
-    """One line per log row: offset from the first row, step, phase, event, attempt, code, message."""
-    header = ("OFFSET", "STEP", "PHASE", "EVENT", "ATTEMPT", "CODE", "MESSAGE")
+def _span(entry: LogEntryJson, *, trace_id: str) -> str:
+    """The row's short span id, prefixed by its short trace id when that is not the saga's."""
+    span = entry["span_id"][:SHORT_ID] or "-"
+    if entry["trace_id"] and entry["trace_id"] != trace_id:
+        return f"{entry['trace_id'][:SHORT_ID]}/{span}"
+    return span
+
+
+def timeline(entries: Sequence[LogEntryJson], *, trace_id: str = "") -> list[str]:
+    """One line per log row: offset from the first row, step, phase, event, attempt, code,
+    span and message.
+
+    SPAN is the first 8 hex digits of the span that wrote the row; a row
+    written in another trace than the saga's (`trace_id`) shows that trace's
+    first 8 digits too, as trace/span.
+    """
+    header = ("OFFSET", "STEP", "PHASE", "EVENT", "ATTEMPT", "CODE", "SPAN", "MESSAGE")
     rows = [
         (
             f"+{e['offset_seconds']:.3f}s",
@@ -323,6 +351,7 @@ def timeline(entries: Sequence[LogEntryJson]) -> list[str]:
             e["event"],
             str(e["attempt"]),
             e["code"],
+            _span(e, trace_id=trace_id),
             _one_line(e["message"]),
         )
         for e in entries

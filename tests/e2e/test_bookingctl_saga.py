@@ -8,12 +8,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from eventbooking import sagactl
+from eventbooking.booking.v1 import booking_pb2, booking_pb2_grpc
+from eventbooking.local import SERVICES, LocalSystem, local_system
 from eventbooking.localpg import free_port
 from tests.conftest import unique_email
 from tests.e2e.conftest import Grpcurl
@@ -56,8 +61,8 @@ def saga_json(system: dict[str, int], *args: str) -> Any:
     return json.loads(saga_ok(system, *args, "--json"))
 
 
-def book(system: dict[str, int], grpcurl: Grpcurl) -> str:
-    """A confirmed booking of a fresh account for a fresh event; its id."""
+def account_and_event(system: dict[str, int], grpcurl: Grpcurl) -> tuple[str, str]:
+    """A fresh account with 50.00 and a fresh event at 15.00 a seat: their ids."""
     acc, ev = system["account_svc"], system["event_svc"]
     account = grpcurl.call(
         acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Ops"}
@@ -75,12 +80,18 @@ def book(system: dict[str, int], grpcurl: Grpcurl) -> str:
             "price_cents": 1500,
         },
     )
+    return account_id, str(event["event"]["event_id"])  # type: ignore[index]
+
+
+def book(system: dict[str, int], grpcurl: Grpcurl) -> str:
+    """A confirmed booking of a fresh account for a fresh event; its id."""
+    account_id, event_id = account_and_event(system, grpcurl)
     booking = grpcurl.call(
         system["booking_svc"],
         f"{BOOKING}/CreateBooking",
         {
             "account_id": account_id,
-            "event_id": event["event"]["event_id"],  # type: ignore[index]
+            "event_id": event_id,
             "quantity": 2,
             "idempotency_key": str(uuid.uuid4()),
             "wait_for_outcome": True,
@@ -88,6 +99,28 @@ def book(system: dict[str, int], grpcurl: Grpcurl) -> str:
     )["booking"]
     assert booking["status"] == "BOOKING_STATUS_CONFIRMED", booking  # type: ignore[index]
     return str(booking["booking_id"])  # type: ignore[index]
+
+
+def book_traced(system: dict[str, int], grpcurl: Grpcurl, *, traceparent: str) -> Booked:
+    """A confirmed booking whose CreateBooking call carried `traceparent`, as a traced client's does."""
+    account_id, event_id = account_and_event(system, grpcurl)
+    request = booking_pb2.CreateBookingRequest(
+        account_id=account_id,
+        event_id=event_id,
+        quantity=1,
+        idempotency_key=str(uuid.uuid4()),
+        wait_for_outcome=True,
+    )
+    with grpc.insecure_channel(f"localhost:{system['booking_svc']}") as channel:
+        stub = booking_pb2_grpc.BookingServiceStub(channel)
+        booking = stub.CreateBooking(
+            request, metadata=[("traceparent", traceparent)], timeout=30
+        ).booking
+        history = stub.GetBookingHistory(
+            booking_pb2.GetBookingHistoryRequest(booking_id=booking.booking_id), timeout=30
+        )
+    assert booking.status == booking_pb2.BOOKING_STATUS_CONFIRMED, booking
+    return Booked(booking_id=booking.booking_id, saga_id=history.saga_id)
 
 
 def wait_completed(system: dict[str, int], saga_id: str) -> Any:
@@ -193,12 +226,111 @@ def test_show_prints_a_header_and_a_timeline(system: dict[str, int], booked: Boo
     assert fields["step"] == "notify"
     assert {"owner", "trace", "note", "created"} <= set(fields)
     lines = body.splitlines()
-    assert lines[0].split() == ["OFFSET", "STEP", "PHASE", "EVENT", "ATTEMPT", "CODE", "MESSAGE"]
+    assert lines[0].split() == [
+        "OFFSET",
+        "STEP",
+        "PHASE",
+        "EVENT",
+        "ATTEMPT",
+        "CODE",
+        "SPAN",
+        "MESSAGE",
+    ]
     timeline = [line.split()[:5] for line in lines[1:]]
     assert timeline[0][0] == "+0.000s"
     assert [cells[1:] for cells in timeline] == [
         [step, "ACTION", event, "1"] for step in BOOKING_STEPS for event in ("STARTED", "SUCCEEDED")
     ]
+
+
+@pytest.fixture(scope="module")
+def traced(system: dict[str, int], grpcurl: Grpcurl) -> tuple[Booked, str]:
+    """A completed booking whose request carried a W3C traceparent; and its trace id."""
+    trace_id, parent_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    booked = book_traced(system, grpcurl, traceparent=f"00-{trace_id}-{parent_span}-01")
+    assert wait_completed(system, booked.saga_id)["saga"]["status"] == "COMPLETED"
+    return booked, trace_id
+
+
+def head_fields(out: str) -> dict[str, str]:
+    head, _, _ = out.partition("\n\n")
+    return dict(line.split(None, 1) for line in head.splitlines())
+
+
+def test_show_prints_the_trace_id_and_a_jaeger_link(
+    system: dict[str, int], traced: tuple[Booked, str]
+) -> None:
+    booked, trace_id = traced
+    fields = head_fields(saga_ok(system, "show", booked.saga_id))
+    assert fields["trace"] == trace_id
+    assert fields["jaeger"] == f"{sagactl.DEFAULT_JAEGER_URL}/trace/{trace_id}"
+    shown = saga_json(system, "show", booked.saga_id)
+    assert shown["saga"]["trace_id"] == trace_id
+    assert shown["jaeger_url"] == f"http://localhost:16686/trace/{trace_id}"
+
+
+def test_the_jaeger_url_comes_from_the_option_or_the_environment(
+    system: dict[str, int], traced: tuple[Booked, str]
+) -> None:
+    booked, trace_id = traced
+    out = saga_ok(system, "show", booked.saga_id, "--jaeger-url", "https://jaeger.example.org/")
+    assert head_fields(out)["jaeger"] == f"https://jaeger.example.org/trace/{trace_id}"
+    result = bookingctl(
+        "saga",
+        "show",
+        booked.saga_id,
+        "--json",
+        "--address",
+        f"localhost:{system['booking_svc']}",
+        env={"BOOKINGCTL_JAEGER_URL": "http://tracing.internal:8080/jaeger"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        json.loads(result.stdout)["jaeger_url"]
+        == f"http://tracing.internal:8080/jaeger/trace/{trace_id}"
+    )
+
+
+def test_the_timeline_shows_the_short_span_id_of_each_row(
+    system: dict[str, int], traced: tuple[Booked, str]
+) -> None:
+    booked, trace_id = traced
+    entries = saga_json(system, "show", booked.saga_id)["entries"]
+    _, _, body = saga_ok(system, "show", booked.saga_id).partition("\n\n")
+    header, *lines = body.splitlines()
+    at = header.index("SPAN")
+    spans = [line[at:].split()[0] for line in lines]
+    # Every row is written in the saga's own trace, or in none when no tracer is set up;
+    # a row without a span id shows "-".
+    assert {e["trace_id"] for e in entries} <= {"", trace_id}
+    assert spans == [e["span_id"][:8] or "-" for e in entries]
+    assert len(spans) == 2 * len(BOOKING_STEPS)
+
+
+@pytest.fixture(scope="module")
+def untraced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
+    """A system of its own with tracing off (OTEL_SDK_DISABLED): its sagas record no trace."""
+    ports = {spec.module: free_port() for spec in SERVICES}
+    off = {spec.module: {"OTEL_SDK_DISABLED": "true"} for spec in SERVICES}
+    home = tmp_path_factory.mktemp("untraced")
+    with local_system(LocalSystem(home, ports, pg_port=free_port(), echo=lambda _m: None, env=off)):
+        yield ports
+
+
+def test_show_says_when_a_saga_has_no_trace(untraced: dict[str, int], grpcurl: Grpcurl) -> None:
+    booking_id = book(untraced, grpcurl)
+    history = grpcurl.call(
+        untraced["booking_svc"], f"{BOOKING}/GetBookingHistory", {"booking_id": booking_id}
+    )
+    shown = wait_completed(untraced, str(history["saga_id"]))
+    assert shown["saga"]["trace_id"] == ""
+    assert shown["jaeger_url"] is None
+    out = saga_ok(untraced, "show", str(history["saga_id"]))
+    fields = head_fields(out)
+    assert fields["trace"].startswith("none: no trace context was recorded")
+    assert "no Jaeger link" in fields["trace"]
+    assert "jaeger" not in fields
+    assert "/trace/" not in out
 
 
 @pytest.mark.parametrize("command", ["retry", "compensate"])
@@ -244,6 +376,10 @@ def test_nothing_listening_is_unavailable_with_a_hint() -> None:
         (["retry"], "Missing argument 'SAGA_ID'"),
         (["list", "--address", " "], "Invalid value for '--address'"),
         (["list", "--timeout", "0"], "Invalid value for '--timeout'"),
+        (
+            ["show", "6f1c2d7e-0000-4000-8000-000000000000", "--jaeger-url", "jaeger:16686"],
+            "Invalid value for '--jaeger-url'",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error(args: list[str], complaint: str) -> None:
@@ -265,3 +401,28 @@ def test_show_logs_the_amount_that_was_charged(system: dict[str, int], booked: B
     priced = by_row["reserve_seats", "SUCCEEDED"]["response"]["amount_cents"]
     assert priced == 3000
     assert by_row["charge_account", "STARTED"]["request"]["amount_cents"] == priced
+
+
+def test_a_row_written_in_another_trace_shows_that_trace_too() -> None:
+    saga_trace, other_trace = uuid.uuid4().hex, uuid.uuid4().hex
+    row = {
+        "offset_seconds": 0.0,
+        "step": "charge_account",
+        "phase": "ACTION",
+        "event": "STARTED",
+        "attempt": 1,
+        "code": "",
+        "message": "",
+    }
+    entries: list[Any] = [
+        {**row, "trace_id": saga_trace, "span_id": "00f067aa0ba902b7"},
+        {**row, "trace_id": other_trace, "span_id": "b7ad6b7169203331"},
+        {**row, "trace_id": "", "span_id": ""},
+    ]
+    lines = sagactl.timeline(entries, trace_id=saga_trace)
+    at = lines[0].index("SPAN")
+    assert [line[at:].split()[0] for line in lines[1:]] == [
+        "00f067aa",
+        f"{other_trace[:8]}/b7ad6b71",
+        "-",
+    ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,20 +24,33 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 BOOKINGCTL = Path(sys.executable).parent / "bookingctl"
 
 
-def port_args(ports: dict[str, int], pg_port: int) -> list[str]:
+def port_args(
+    ports: dict[str, int], pg_port: int, metrics: dict[str, int] | None = None
+) -> list[str]:
+    """Options for these ports; metrics ports not given are 0, so tests never meet 9551..9554."""
     args = ["--pg-port", str(pg_port)]
     for module, port in ports.items():
-        args += [f"--{module.removesuffix('_svc')}-port", str(port)]
+        name = module.removesuffix("_svc")
+        metrics_port = (metrics or {}).get(module, 0)
+        args += [f"--{name}-port", str(port), f"--{name}-metrics-port", str(metrics_port)]
     return args
 
 
-def start_up(home: Path, args: list[str]) -> tuple[subprocess.Popen[str], dict[str, object]]:
+def without_otel() -> dict[str, str]:
+    """This environment less any OTEL_* variable, so a test sees only what `up` sets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def start_up(
+    home: Path, args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Run `bookingctl up --json` and wait for the line that says what runs where."""
     process = subprocess.Popen(
         [str(BOOKINGCTL), "up", "--home", str(home), "--json", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -53,6 +68,16 @@ def interrupt(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, out
 
 
+def service_environ(home: Path) -> dict[str, dict[str, str]]:
+    """The environment each running service process was started with, by module."""
+    found = {}
+    for entry in json.loads((home / "up.json").read_text())["services"]:
+        raw = Path(f"/proc/{entry['pid']}/environ").read_bytes()
+        pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+        found[entry["module"]] = {k.decode(): v.decode() for k, _, v in pairs}
+    return found
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> tuple[Path, dict[str, int], int]:
     return tmp_path / "home", {s.module: free_port() for s in SERVICES}, free_port()
@@ -62,9 +87,14 @@ def test_up_serves_every_service_then_stops_cleanly_and_keeps_data(
     layout: tuple[Path, dict[str, int], int], grpcurl: Grpcurl
 ) -> None:
     home, ports, pg_port = layout
-    process, where = start_up(home, port_args(ports, pg_port))
+    process, where = start_up(home, port_args(ports, pg_port), env=without_otel())
     try:
         assert set(where) == {"PostgreSQL", *ports}
+        environ = service_environ(home)
+        for spec in SERVICES:
+            assert where[spec.module]["metrics_port"] == 0
+            assert environ[spec.module][f"{spec.env_prefix}METRICS_PORT"] == "0"
+            assert not [k for k in environ[spec.module] if k.startswith("OTEL_")]
         for module, port in ports.items():
             listed = grpcurl.run("-plaintext", f"localhost:{port}", "list")
             assert listed.returncode == 0, listed.stderr
@@ -140,6 +170,94 @@ def test_a_second_up_and_a_busy_port_get_one_line_each(
     assert code == 0
 
 
+def test_up_points_every_service_at_the_otlp_endpoint_and_its_metrics_port(
+    layout: tuple[Path, dict[str, int], int],
+) -> None:
+    home, ports, pg_port = layout
+    metrics = {module: free_port() for module in ports}
+    # Nothing needs to listen there: a service exports in the background and never waits on it.
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    process, where = start_up(
+        home,
+        port_args(ports, pg_port, metrics),
+        env={**without_otel(), "BOOKINGCTL_OTLP_ENDPOINT": endpoint},
+    )
+    try:
+        environ = service_environ(home)
+        recorded = json.loads((home / "up.json").read_text())
+    finally:
+        code, out = interrupt(process)
+    assert code == 0, out
+    assert recorded["otlp_endpoint"] == endpoint
+    for spec in SERVICES:
+        port = metrics[spec.module]
+        assert where[spec.module]["metrics_port"] == port
+        assert f"metrics :{port}" in where[spec.module]["detail"]
+        env = environ[spec.module]
+        assert env[f"{spec.env_prefix}METRICS_PORT"] == str(port)
+        assert {k: v for k, v in env.items() if k.startswith("OTEL_")} == {
+            "OTEL_SERVICE_NAME": spec.module,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+    assert {s["module"]: s["metrics_port"] for s in recorded["services"]} == metrics
+
+
+def test_a_busy_or_doubled_metrics_port_is_refused_before_anything_starts(
+    layout: tuple[Path, dict[str, int], int],
+) -> None:
+    home, ports, pg_port = layout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                str(BOOKINGCTL),
+                "up",
+                "--home",
+                str(home),
+                *port_args(ports, pg_port, {"booking_svc": taken}),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"bookingctl up: port {taken} for booking_svc metrics is in use;"
+        " free it or pick another with --booking-metrics-port\n"
+    )
+    same = free_port()
+    result = subprocess.run(
+        [
+            str(BOOKINGCTL),
+            "up",
+            "--home",
+            str(home),
+            *port_args(ports, pg_port, {"account_svc": same, "event_svc": same}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "is given to both account_svc metrics and event_svc metrics" in result.stderr
+    assert "--event-metrics-port" in result.stderr
+    assert not (home / "pg").exists()
+
+
+def test_an_otlp_endpoint_that_is_no_url_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [str(BOOKINGCTL), "up", "--otlp-endpoint", "localhost:4317"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "Invalid value for '--otlp-endpoint'" in result.stderr
+
+
 def test_up_help_lists_every_port_option() -> None:
     result = subprocess.run(
         [str(BOOKINGCTL), "up", "--help"], capture_output=True, text=True, timeout=30
@@ -151,6 +269,11 @@ def test_up_help_lists_every_port_option() -> None:
         "--account-port",
         "--event-port",
         "--notification-port",
+        "--account-metrics-port",
+        "--booking-metrics-port",
+        "--notification-metrics-port",
+        "--otlp-endpoint",
+        "BOOKINGCTL_OTLP_ENDPOINT",
         "--json",
     ):
         assert option in result.stdout
