@@ -87,6 +87,8 @@ class Run:
     # The booking saga's id names the reservation and the charge, in either saga.
     booking_saga_id: uuid.UUID
     entries: list[LogEntry]
+    # The saga span opened when a new saga was created, so its first row names it.
+    span: trace.Span | None = None
 
     @property
     def saga_id(self) -> uuid.UUID:
@@ -212,9 +214,38 @@ class SagaEngine:
         )
         run = Run(definition, saga, booking, booking_saga_id, entries=[])
         move = RunAction(definition.steps[0], 1)
-        first = self.started(run, move, at=now)
+        first = self.first_row(run, move, at=now)
         run.record(first)
         return run, move, first
+
+    def first_row(self, run: Run, move: RunAction, *, at: datetime) -> LogRecord:
+        """A new saga's first STARTED row, written under the saga span it opens here.
+
+        The span ends with the saga's run; a saga whose creation is rolled
+        back drops it unended, so it is never exported.
+        """
+        run.span = self.open_span(run, resumed=False)
+        with trace.use_span(run.span, end_on_exit=False):
+            return self.started(run, move, at=at)
+
+    def open_span(self, run: Run, *, resumed: bool) -> trace.Span:
+        """The span of one run of a saga, a child of the request that started the saga.
+
+        A resumed run links to the span that wrote the saga's last row: the
+        interrupted run's saga span, or the step it was in.
+        """
+        last = run.entries[-1] if run.entries else None
+        return observe.tracer.start_span(
+            f"saga {run.definition.kind}",
+            context=telemetry.extract(run.saga.trace_context),
+            links=observe.link_to(last.trace_id, last.span_id) if resumed and last else [],
+            attributes={
+                "saga.id": str(run.saga_id),
+                "booking.id": str(run.booking.booking_id),
+                "saga.kind": run.definition.kind,
+                "saga.resumed": resumed,
+            },
+        )
 
     def _call(self, run: Run, move: CallMove) -> Call:
         step: Step = move.step
@@ -393,22 +424,10 @@ class SagaEngine:
         """Run the saga to its end here, in a span that continues the trace that started it.
 
         `move` is None when the saga is resumed (after a crash, a takeover or
-        an operator's repair); its span then links to the span that wrote the
-        saga's last row, the run that was interrupted.
+        an operator's repair); its span then links to the interrupted run.
         """
-        last = run.entries[-1] if run.entries else None
-        resumed = move is None
-        with observe.tracer.start_as_current_span(
-            f"saga {run.definition.kind}",
-            context=telemetry.extract(run.saga.trace_context),
-            links=observe.link_to(last.trace_id, last.span_id) if resumed and last else [],
-            attributes={
-                "saga.id": str(run.saga_id),
-                "booking.id": str(run.booking.booking_id),
-                "saga.kind": run.definition.kind,
-                "saga.resumed": resumed,
-            },
-        ) as span:
+        span, run.span = run.span or self.open_span(run, resumed=move is None), None
+        with trace.use_span(span, end_on_exit=True):
             token = logs.saga_id.set(str(run.saga_id))
             try:
                 await self._steps(run, move)

@@ -113,7 +113,7 @@ class BookingHandlers:
         )
         run = Run(definition, saga, booking, saga.saga_id, entries=[])
         move = RunAction(first_step, 1)
-        first = self._engine.started(run, move, at=now)
+        first = self._engine.first_row(run, move, at=now)
         async with self._uow() as uow:
             stored = await uow.sagas.create_txn(booking, saga, first)
             await uow.commit()
