@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from eventbooking import logs, metrics, telemetry
+from eventbooking import auth, logs, metrics, telemetry
 from eventbooking.interceptors import ErrorInterceptor
 from eventbooking.settings import ServiceSettings, load
 
@@ -35,6 +35,8 @@ class Service:
 
     name: str
     register: Callable[[grpc.aio.Server], None]
+    # Who may call each method, by full path ("/pkg.Service/Method"); see eventbooking.auth.
+    access: Mapping[str, auth.Access] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Lifecycle:
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = field(
         default_factory=tuple
     )
+    # How bearer tokens of accounts are checked: locally in account_svc, by asking it elsewhere.
+    token_lookup: auth.TokenLookup | None = None
 
 
 class PortInUse(RuntimeError):
@@ -61,8 +65,12 @@ def create_server(
     *,
     health: HealthServicer,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    authenticate: auth.AuthInterceptor | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Build a server with `services`, health and reflection; return it and its bound port."""
+    """Build a server with `services`, health and reflection; return it and its bound port.
+
+    `serve` always passes `authenticate`; only tests of a servicer alone leave it out.
+    """
     server = grpc.aio.server(
         # grpc.aio runs the first interceptor outermost: the span covers the whole call, and
         # the metrics see the status that the error interceptor, innermost, mapped errors to.
@@ -71,6 +79,8 @@ def create_server(
             metrics.RpcMetrics(),
             *interceptors,
             ErrorInterceptor(),
+            # Inside the error mapping, so a refused token becomes its status code.
+            *([authenticate] if authenticate else []),
         ],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -93,12 +103,40 @@ def create_server(
     )
     address = f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        tls = server_credentials(settings)
+        port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
     except RuntimeError as err:
         raise PortInUse(f"cannot listen on {address}: the port is in use or not allowed") from err
     if port == 0:
         raise PortInUse(f"cannot listen on {address}: the port is in use or not allowed")
     return server, port
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS for this server when it has a certificate; mutual when it names a client CA."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def authenticator(
+    settings: ServiceSettings, services: Sequence[Service], lookup: auth.TokenLookup
+) -> auth.AuthInterceptor:
+    """The access checks of a server: its services' tables, with the deployment's secrets."""
+    policy = {method: access for s in services for method, access in s.access.items()}
+    return auth.AuthInterceptor(
+        auth.Authenticator(
+            admin_token=settings.secret("admin_token"),
+            service_credential=settings.secret("service_credential"),
+            lookup=lookup,
+        ),
+        policy,
+    )
 
 
 async def set_status(health: HealthServicer, names: Sequence[str], serving: bool) -> None:
@@ -128,8 +166,14 @@ async def _serve(
 ) -> None:
     health = HealthServicer()
     names = [s.name for s in services]
+    if lifecycle.token_lookup is None:
+        raise ValueError("a service must say how account tokens are checked (token_lookup)")
     server, port = create_server(
-        settings, services, health=health, interceptors=lifecycle.extra_interceptors
+        settings,
+        services,
+        health=health,
+        interceptors=lifecycle.extra_interceptors,
+        authenticate=authenticator(settings, services, lifecycle.token_lookup),
     )
     try:
         metrics.serve(settings.metrics_port, settings.host)

@@ -8,9 +8,10 @@ composition root loads the settings and passes on what each piece needs.
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from pathlib import Path
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,50 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = Field(5.0, ge=0, description="time in-flight calls get on SIGTERM")
     max_message_bytes: int = Field(1024 * 1024, ge=1024, description="largest request accepted")
     max_concurrent_rpcs: int = Field(1000, ge=1)
+
+    # Secrets: each from its variable or, better, from a file only the service can read.
+    admin_token: SecretStr | None = Field(None, description="the operators' bearer token")
+    admin_token_file: Path | None = Field(None, description="file holding the admin token")
+    service_credential: SecretStr | None = Field(
+        None, description="the bearer credential services use on participant RPCs"
+    )
+    service_credential_file: Path | None = Field(
+        None, description="file holding the service credential"
+    )
+    # TLS: a certificate and key make the server speak TLS; a client CA makes it mutual.
+    tls_cert_file: Path | None = Field(None, description="PEM certificate this server presents")
+    tls_key_file: Path | None = Field(None, description="PEM private key of that certificate")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA whose client certificates this server requires (mutual TLS)"
+    )
+    tls_ca_file: Path | None = Field(
+        None, description="PEM CA this service's clients verify other servers against"
+    )
+
+    @model_validator(mode="after")
+    def _secrets_present(self) -> Self:
+        for name in ("admin_token", "service_credential"):
+            if getattr(self, name) is None and getattr(self, f"{name}_file") is None:
+                raise ValueError(
+                    f"{name}: set {name}_file (preferred) or {name}; there is no default"
+                )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    def secret(self, name: str) -> str:
+        """The admin token or service credential, from its file if one is named."""
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is not None:
+            value = path.read_text().strip()
+        else:
+            direct: SecretStr | None = getattr(self, name)
+            value = direct.get_secret_value().strip() if direct else ""
+        if len(value) < 16:
+            raise ValueError(f"{name} must be at least 16 characters")
+        return value
 
 
 class DatabaseSettings(ServiceSettings):

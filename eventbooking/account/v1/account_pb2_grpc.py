@@ -66,6 +66,16 @@ class AccountServiceStub:
                 request_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RefundRequest.SerializeToString,
                 response_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RefundResponse.FromString,
                 _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/eventbooking.account.v1.AccountService/RotateToken',
+                request_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenResponse.FromString,
+                _registered_method=True)
+        self.AuthenticateToken = channel.unary_unary(
+                '/eventbooking.account.v1.AccountService/AuthenticateToken',
+                request_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -117,6 +127,22 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateToken(self, request, context):
+        """Replaces the account's API token and returns the new one, shown once. The old
+        token stops working here at once and on the other services within 30 seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateToken(self, request, context):
+        """Participant: the account an API token belongs to, for the other services'
+        token checks. UNAUTHENTICATED for a token no account holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +175,16 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.Refund,
                     request_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RefundRequest.FromString,
                     response_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RefundResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenRequest.FromString,
+                    response_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenResponse.SerializeToString,
+            ),
+            'AuthenticateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateToken,
+                    request_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.FromString,
+                    response_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +351,60 @@ class AccountService:
             '/eventbooking.account.v1.AccountService/Refund',
             eventbooking_dot_account_dot_v1_dot_account__pb2.RefundRequest.SerializeToString,
             eventbooking_dot_account_dot_v1_dot_account__pb2.RefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.account.v1.AccountService/RotateToken',
+            eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenRequest.SerializeToString,
+            eventbooking_dot_account_dot_v1_dot_account__pb2.RotateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.account.v1.AccountService/AuthenticateToken',
+            eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.SerializeToString,
+            eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,14 @@ class AccountServiceStub:
     """Participant: gives back the charge made with idempotency_key. When no such
     charge exists the key is recorded as dead and the response has no transaction.
     """
+    RotateToken: _grpc.UnaryUnaryMultiCallable[_account_pb2.RotateTokenRequest, _account_pb2.RotateTokenResponse]
+    """Replaces the account's API token and returns the new one, shown once. The old
+    token stops working here at once and on the other services within 30 seconds.
+    """
+    AuthenticateToken: _grpc.UnaryUnaryMultiCallable[_account_pb2.AuthenticateTokenRequest, _account_pb2.AuthenticateTokenResponse]
+    """Participant: the account an API token belongs to, for the other services'
+    token checks. UNAUTHENTICATED for a token no account holds.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -74,6 +82,14 @@ class AccountServiceAsyncStub(AccountServiceStub):
     Refund: _aio.UnaryUnaryMultiCallable[_account_pb2.RefundRequest, _account_pb2.RefundResponse]  # type: ignore[assignment]
     """Participant: gives back the charge made with idempotency_key. When no such
     charge exists the key is recorded as dead and the response has no transaction.
+    """
+    RotateToken: _aio.UnaryUnaryMultiCallable[_account_pb2.RotateTokenRequest, _account_pb2.RotateTokenResponse]  # type: ignore[assignment]
+    """Replaces the account's API token and returns the new one, shown once. The old
+    token stops working here at once and on the other services within 30 seconds.
+    """
+    AuthenticateToken: _aio.UnaryUnaryMultiCallable[_account_pb2.AuthenticateTokenRequest, _account_pb2.AuthenticateTokenResponse]  # type: ignore[assignment]
+    """Participant: the account an API token belongs to, for the other services'
+    token checks. UNAUTHENTICATED for a token no account holds.
     """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +147,26 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_account_pb2.RefundResponse, _abc.Awaitable[_account_pb2.RefundResponse]]:
         """Participant: gives back the charge made with idempotency_key. When no such
         charge exists the key is recorded as dead and the response has no transaction.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateToken(
+        self,
+        request: _account_pb2.RotateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.RotateTokenResponse, _abc.Awaitable[_account_pb2.RotateTokenResponse]]:
+        """Replaces the account's API token and returns the new one, shown once. The old
+        token stops working here at once and on the other services within 30 seconds.
+        """
+
+    @_abc_1.abstractmethod
+    def AuthenticateToken(
+        self,
+        request: _account_pb2.AuthenticateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.AuthenticateTokenResponse, _abc.Awaitable[_account_pb2.AuthenticateTokenResponse]]:
+        """Participant: the account an API token belongs to, for the other services'
+        token checks. UNAUTHENTICATED for a token no account holds.
         """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
