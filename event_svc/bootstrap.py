@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,13 +13,27 @@ from event_svc.service_layer.handlers import EventHandlers
 from event_svc.service_layer.sweeper import sweep_forever
 from event_svc.service_layer.unit_of_work import SqlEventUnitOfWork, UnitOfWork
 from event_svc.settings import Settings
-from eventbooking import db
+from eventbooking import channels, db
+from eventbooking.auth import Access
 from eventbooking.clock import Clock, utcnow
 from eventbooking.event.v1 import event_pb2_grpc
 from eventbooking.server import Lifecycle, Service
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_event"
+
+# Who may call what: any account may look at events; only booking_svc moves seats.
+ACCESS: Mapping[str, Access] = {
+    f"/{SERVICE_NAME}/{method}": access
+    for method, access in {
+        "CreateEvent": Access.ADMIN,
+        "GetEvent": Access.USER,
+        "ListEvents": Access.USER,
+        "ReserveSeats": Access.SERVICE,
+        "ConfirmReservation": Access.SERVICE,
+        "ReleaseReservation": Access.SERVICE,
+    }.items()
+}
 
 
 def bootstrap(
@@ -40,16 +54,22 @@ def bootstrap(
     )
 
 
+def grpc_service(handlers: EventHandlers) -> Service:
+    """The EventService over `handlers`, with its access table."""
+    servicer = EventServicer(handlers)
+    return Service(
+        SERVICE_NAME,
+        lambda s: event_pb2_grpc.add_EventServiceServicer_to_server(servicer, s),
+        access=ACCESS,
+    )
+
+
 def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
     """The servicers and lifecycle that `eventbooking.server.run` needs."""
     engine = db.engine_for(settings)
     handlers = bootstrap(settings, engine=engine)
-    servicer = EventServicer(handlers)
-    service = Service(
-        SERVICE_NAME, lambda s: event_pb2_grpc.add_EventServiceServicer_to_server(servicer, s)
-    )
     migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
-    return [service], Lifecycle(
+    return [grpc_service(handlers)], Lifecycle(
         startup=[migrate],
         background=[
             lambda: sweep_forever(
@@ -59,4 +79,6 @@ def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
             )
         ],
         shutdown=[engine.dispose],
+        # account_svc knows the tokens; its channel is made at the first check, inside the loop.
+        token_lookup=channels.account_token_lookup(settings.account_address, settings),
     )

@@ -14,6 +14,9 @@ class Settings(DatabaseSettings):
     service_name: str = Field("event_svc", min_length=1, description="service.name of its traces")
     port: int = 50052
     metrics_port: int = Field(9552, ge=0, le=65535, description="Prometheus port; 0 disables it")
+    account_address: str = Field(
+        "localhost:50051", min_length=1, description="host:port of account_svc, which checks tokens"
+    )
     default_hold_seconds: int = Field(
         300, ge=1, le=3600, description="how long seats stay held when a request names no time"
     )

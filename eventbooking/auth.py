@@ -119,6 +119,13 @@ class Authenticator:
         return Caller(Role.ACCOUNT, account_id)
 
 
+_HOLDER = {
+    Role.ACCOUNT: "an account's token",
+    Role.ADMIN: "the admin token",
+    Role.SERVICE: "the service credential",
+}
+
+
 def authorize(access: Access, caller: Caller | None) -> None:
     """Refuse `caller` unless `access` lets it in."""
     if access is Access.PUBLIC:
@@ -131,7 +138,7 @@ def authorize(access: Access, caller: Caller | None) -> None:
         return
     if access is Access.SERVICE and caller.role is Role.SERVICE:
         return
-    raise PermissionDenied(f"a {caller.role.value} token may not make this call")
+    raise PermissionDenied(f"{_HOLDER[caller.role]} may not make this call")
 
 
 class TokenCache:
@@ -185,10 +192,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
+        access = self.access(handler_call_details.method)
+        # Open methods run with no caller, whatever token came with them.
+        if handler is None or access is Access.PUBLIC:
             return handler
-        access = self.access(method)
         metadata = handler_call_details.invocation_metadata
         if handler.unary_unary:
             inner = handler.unary_unary
@@ -215,7 +222,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        # No contract has client streams; one that is not open is refused (UNIMPLEMENTED).
+        return None
 
     async def _admit(
         self, access: Access, metadata: Sequence[tuple[str, str | bytes]] | None

@@ -8,6 +8,7 @@ account_svc and remembers answers for a short while.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 
@@ -17,6 +18,8 @@ from eventbooking import auth, telemetry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.errors import Unavailable
 from eventbooking.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 # Reconnect quickly after a neighbour restarts; gRPC's default backoff grows to 120 s.
 CHANNEL_OPTIONS = [
@@ -78,6 +81,8 @@ def account_token_lookup(address: str, settings: ServiceSettings) -> auth.TokenL
         except grpc.aio.AioRpcError as err:
             if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
+            # The code says what is wrong (PERMISSION_DENIED: this deployment's credentials differ).
+            log.warning("token check failed at account_svc", extra={"code": err.code().name})
             raise Unavailable("the account service cannot check tokens right now") from None
         return uuid.UUID(reply.account_id)
 

@@ -56,11 +56,19 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_present(self) -> Self:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
         for name in ("admin_token", "service_credential"):
+            variable = f"{prefix}{name.upper()}"
             if getattr(self, name) is None and getattr(self, f"{name}_file") is None:
                 raise ValueError(
-                    f"{name}: set {name}_file (preferred) or {name}; there is no default"
+                    f"set {variable}_FILE (preferred) or {variable}; there is no default"
                 )
+            try:
+                self.secret(name)
+            except OSError as err:
+                raise ValueError(f"{variable}_FILE cannot be read: {err.strerror}") from None
+            except ValueError:
+                raise ValueError(f"{variable} must be at least 16 characters") from None
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

@@ -29,6 +29,8 @@ class AccountRepository(Protocol):
     async def add(self, account: Account, *, api_token_hash: str) -> bool: ...
     async def get(self, account_id: uuid.UUID) -> Account | None: ...
     async def change_balance(self, account_id: uuid.UUID, delta_cents: int) -> int | None: ...
+    async def set_token_hash(self, account_id: uuid.UUID, *, api_token_hash: str) -> bool: ...
+    async def holder_of(self, api_token_hash: str) -> uuid.UUID | None: ...
 
 
 class LedgerRepository(Protocol):
@@ -108,6 +110,22 @@ class SqlAccountRepository:
         )
         balance: int | None = (await self._conn.execute(stmt)).scalar_one_or_none()
         return balance
+
+    async def set_token_hash(self, account_id: uuid.UUID, *, api_token_hash: str) -> bool:
+        """Replace the account's token hash; False when the account is missing."""
+        stmt = (
+            sa.update(accounts)
+            .where(accounts.c.account_id == account_id)
+            .values(api_token_hash=api_token_hash)
+            .returning(accounts.c.account_id)
+        )
+        return (await self._conn.execute(stmt)).first() is not None
+
+    async def holder_of(self, api_token_hash: str) -> uuid.UUID | None:
+        """The account whose token has this hash, if any."""
+        query = sa.select(accounts.c.account_id).where(accounts.c.api_token_hash == api_token_hash)
+        holder: uuid.UUID | None = (await self._conn.execute(query)).scalar_one_or_none()
+        return holder
 
 
 class SqlLedgerRepository:

@@ -17,6 +17,8 @@ accounts = sa.Table(
     sa.Column("api_token_hash", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("balance_cents >= 0", name="balance_never_negative"),
+    # Every authenticated call finds its account by the token's hash.
+    sa.Index("accounts_by_token_hash", "api_token_hash", unique=True),
 )
 
 transactions = sa.Table(

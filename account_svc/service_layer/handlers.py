@@ -6,7 +6,6 @@ raised before the commit rolls the whole change back.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from account_svc.domain.model import (
     TransactionPage,
 )
 from account_svc.service_layer.unit_of_work import UnitOfWork
+from eventbooking.auth import token_key
 from eventbooking.clock import Clock
 from eventbooking.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from eventbooking.paging import split_page
@@ -41,9 +41,9 @@ class Moved:
     balance_cents: int
 
 
-def hash_token(token: str) -> str:
-    """Tokens are stored only as this hash."""
-    return hashlib.sha256(token.encode()).hexdigest()
+def new_token() -> str:
+    """A fresh API token; only its `token_key` is ever stored."""
+    return secrets.token_urlsafe(32)
 
 
 class AccountHandlers:
@@ -61,12 +61,28 @@ class AccountHandlers:
             balance_cents=0,
             created_at=self._clock(),
         )
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         async with self._uow() as uow:
-            if not await uow.accounts.add(account, api_token_hash=hash_token(token)):
+            if not await uow.accounts.add(account, api_token_hash=token_key(token)):
                 raise AlreadyExists(f"an account with email {cmd.email!r} exists already")
             await uow.commit()
         return Created(account=account, api_token=token)
+
+    async def rotate_token(self, account_id: uuid.UUID) -> str:
+        """Give the account a new token and return it; the old one stops working at once."""
+        token = new_token()
+        async with self._uow() as uow:
+            if not await uow.accounts.set_token_hash(account_id, api_token_hash=token_key(token)):
+                raise NotFound(f"account {account_id} does not exist")
+            await uow.commit()
+        return token
+
+    async def authenticate(self, token: str) -> uuid.UUID | None:
+        """The account holding `token`, or None: this service's `auth.TokenLookup`."""
+        if not token:
+            return None
+        async with self._uow() as uow:
+            return await uow.accounts.holder_of(token_key(token))
 
     async def get_account(self, account_id: uuid.UUID) -> Account:
         async with self._uow() as uow:

@@ -1,11 +1,16 @@
-"""A migrated event database for the session, handlers over it, and an in-process server."""
+"""A migrated event database for the session, handlers over it, and an in-process server.
+
+The server checks every call as `serve` does, with the access table and the
+deployment's secrets from `callers`; account tokens go to a fake lookup.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -15,15 +20,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event_svc import bootstrap as event_bootstrap
 from event_svc.adapters.tables import events, reservations
-from event_svc.entrypoints.grpc_server import SERVICE_NAME, EventServicer
 from event_svc.service_layer.handlers import EventHandlers
 from event_svc.settings import Settings
 from eventbooking import db
 from eventbooking.clock import utcnow
+from eventbooking.event.v1 import event_pb2 as pb
 from eventbooking.event.v1 import event_pb2_grpc
 from eventbooking.localpg import LocalPostgres
-from eventbooking.server import Service, create_server
+from eventbooking.protoconv import timestamp
+from eventbooking.server import authenticator, create_server
 from tests.conftest import migrated_database
+from tests.integration.event.callers import (
+    ACCOUNTS,
+    ADMIN,
+    ADMIN_TOKEN,
+    SERVICE_CREDENTIAL,
+    fake_lookup,
+)
+
+STARTS = datetime(2030, 9, 9, 21, 0, tzinfo=UTC)
 
 # Room for the 50 clients of the concurrency test, each on its own connection.
 POOL_SIZE = 60
@@ -42,7 +57,13 @@ def event_db(postgres: LocalPostgres) -> str:
 @pytest.fixture(scope="session")
 def event_settings(event_db: str) -> Settings:
     return Settings(
-        database_url=event_db, port=0, host="127.0.0.1", db_pool_size=POOL_SIZE, db_max_overflow=0
+        database_url=event_db,
+        port=0,
+        host="127.0.0.1",
+        db_pool_size=POOL_SIZE,
+        db_max_overflow=0,
+        admin_token=ADMIN_TOKEN,
+        service_credential=SERVICE_CREDENTIAL,
     )
 
 
@@ -88,11 +109,13 @@ def timed_handlers(
 async def channel(
     event_settings: Settings, handlers: EventHandlers
 ) -> AsyncIterator[grpc.aio.Channel]:
-    servicer = EventServicer(handlers)
-    service = Service(
-        SERVICE_NAME, lambda s: event_pb2_grpc.add_EventServiceServicer_to_server(servicer, s)
+    services = [event_bootstrap.grpc_service(handlers)]
+    server, port = create_server(
+        event_settings,
+        services,
+        health=HealthServicer(),
+        authenticate=authenticator(event_settings, services, fake_lookup(ACCOUNTS)),
     )
-    server, port = create_server(event_settings, [service], health=HealthServicer())
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
         yield chan
@@ -165,3 +188,30 @@ async def reservation_row(
                 )
             )
         ).first()
+
+
+def create_request(**overrides: Any) -> pb.CreateEventRequest:
+    fields: dict[str, Any] = {
+        "name": f"show {uuid.uuid4().hex[:8]}",
+        "venue": "Theatre",
+        "starts_at": timestamp(STARTS),
+        "capacity": 5,
+        "price_cents": 2000,
+    }
+    fields.update(overrides)
+    return pb.CreateEventRequest(**fields)
+
+
+async def create_event(stub: event_pb2_grpc.EventServiceStub, **overrides: Any) -> pb.Event:
+    reply: pb.CreateEventResponse = await stub.CreateEvent(
+        create_request(**overrides), metadata=ADMIN
+    )
+    return reply.event
+
+
+async def events_named(engine: AsyncEngine, name: str) -> int:
+    async with engine.connect() as conn:
+        count: int = (
+            await conn.execute(sa.select(sa.func.count()).where(events.c.name == name))
+        ).scalar_one()
+    return count

@@ -11,37 +11,24 @@ from typing import Any
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from event_svc.adapters.tables import events
-from event_svc.bootstrap import server_parts
+from event_svc.bootstrap import ACCESS, server_parts
 from event_svc.settings import Settings
 from eventbooking.event.v1 import event_pb2 as pb
 from eventbooking.event.v1.event_pb2_grpc import EventServiceStub
 from eventbooking.paging import encode_token
 from eventbooking.protoconv import timestamp
-from tests.integration.event.conftest import reservation_row, seats
-
-STARTS = datetime(2030, 9, 9, 21, 0, tzinfo=UTC)
-
-
-def create_request(**overrides: Any) -> pb.CreateEventRequest:
-    fields: dict[str, Any] = {
-        "name": f"show {uuid.uuid4().hex[:8]}",
-        "venue": "Theatre",
-        "starts_at": timestamp(STARTS),
-        "capacity": 5,
-        "price_cents": 2000,
-    }
-    fields.update(overrides)
-    return pb.CreateEventRequest(**fields)
-
-
-async def create_event(stub: EventServiceStub, **overrides: Any) -> pb.Event:
-    reply: pb.CreateEventResponse = await stub.CreateEvent(create_request(**overrides))
-    return reply.event
+from tests.integration.event.callers import ADMIN, SERVICE, USER
+from tests.integration.event.conftest import (
+    STARTS,
+    create_event,
+    create_request,
+    events_named,
+    reservation_row,
+    seats,
+)
 
 
 async def expect_error(call: Any, code: grpc.StatusCode, message: str) -> None:
@@ -49,14 +36,6 @@ async def expect_error(call: Any, code: grpc.StatusCode, message: str) -> None:
         await call
     assert info.value.code() is code, info.value.details()
     assert message in (info.value.details() or "")
-
-
-async def events_named(engine: AsyncEngine, name: str) -> int:
-    async with engine.connect() as conn:
-        count: int = (
-            await conn.execute(sa.select(sa.func.count()).where(events.c.name == name))
-        ).scalar_one()
-    return count
 
 
 async def test_create_get_and_reserve_round_trip(
@@ -69,25 +48,30 @@ async def test_create_get_and_reserve_round_trip(
 
     rid = str(uuid.uuid4())
     reply = await stub.ReserveSeats(
-        pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=2)
+        pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=2),
+        metadata=SERVICE,
     )
     held = reply.reservation
     assert (held.reservation_id, held.event_id, held.quantity) == (rid, event.event_id, 2)
     assert (held.amount_cents, held.status) == (4000, pb.RESERVATION_STATUS_HELD)
     assert held.HasField("expires_at")
 
-    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id))).event
+    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id), metadata=USER)).event
     assert (got.available_seats, got.held_seats, got.sold_seats) == (3, 2, 0)
 
     confirmed = (
-        await stub.ConfirmReservation(pb.ConfirmReservationRequest(reservation_id=rid))
+        await stub.ConfirmReservation(
+            pb.ConfirmReservationRequest(reservation_id=rid), metadata=SERVICE
+        )
     ).reservation
     assert confirmed.status == pb.RESERVATION_STATUS_CONFIRMED
-    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id))).event
+    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id), metadata=USER)).event
     assert (got.available_seats, got.held_seats, got.sold_seats) == (3, 0, 2)
 
     released = (
-        await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=rid))
+        await stub.ReleaseReservation(
+            pb.ReleaseReservationRequest(reservation_id=rid), metadata=SERVICE
+        )
     ).reservation
     assert released.status == pb.RESERVATION_STATUS_RELEASED
     assert (await seats(engine, event.event_id)).available == 5
@@ -98,10 +82,10 @@ async def test_the_same_reserve_twice_gets_the_same_reply(stub: EventServiceStub
     request = pb.ReserveSeatsRequest(
         reservation_id=str(uuid.uuid4()), event_id=event.event_id, quantity=1, hold_seconds=60
     )
-    first = await stub.ReserveSeats(request)
-    second = await stub.ReserveSeats(request)
+    first = await stub.ReserveSeats(request, metadata=SERVICE)
+    second = await stub.ReserveSeats(request, metadata=SERVICE)
     assert second == first
-    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id))).event
+    got = (await stub.GetEvent(pb.GetEventRequest(event_id=event.event_id), metadata=USER)).event
     assert got.held_seats == 1
 
 
@@ -111,7 +95,9 @@ async def test_release_of_an_unknown_id_returns_a_tombstone_and_refuses_the_late
     event = await create_event(stub)
     rid = str(uuid.uuid4())
     tomb = (
-        await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=rid))
+        await stub.ReleaseReservation(
+            pb.ReleaseReservationRequest(reservation_id=rid), metadata=SERVICE
+        )
     ).reservation
     assert tomb.reservation_id == rid
     assert (tomb.event_id, tomb.quantity, tomb.amount_cents) == ("", 0, 0)
@@ -119,7 +105,8 @@ async def test_release_of_an_unknown_id_returns_a_tombstone_and_refuses_the_late
     assert not tomb.HasField("expires_at")
     await expect_error(
         stub.ReserveSeats(
-            pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1)
+            pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1),
+            metadata=SERVICE,
         ),
         grpc.StatusCode.ABORTED,
         f"reservation {rid} was released before it arrived",
@@ -148,7 +135,9 @@ async def test_create_event_refuses_bad_input_and_writes_nothing(
 ) -> None:
     marker = f"refused {uuid.uuid4().hex}"
     request = create_request(**{"name": marker, **overrides})
-    await expect_error(stub.CreateEvent(request), grpc.StatusCode.INVALID_ARGUMENT, message)
+    await expect_error(
+        stub.CreateEvent(request, metadata=ADMIN), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
     assert await events_named(engine, request.name) == 0
     assert await events_named(engine, marker) == 0
 
@@ -165,7 +154,9 @@ async def test_create_event_refuses_bad_input_and_writes_nothing(
 async def test_get_event_refuses_bad_or_unknown_ids(
     stub: EventServiceStub, event_id: str, code: grpc.StatusCode, message: str
 ) -> None:
-    await expect_error(stub.GetEvent(pb.GetEventRequest(event_id=event_id)), code, message)
+    await expect_error(
+        stub.GetEvent(pb.GetEventRequest(event_id=event_id), metadata=USER), code, message
+    )
 
 
 async def test_list_events_pages_with_tokens_and_refuses_bad_ones(stub: EventServiceStub) -> None:
@@ -175,7 +166,9 @@ async def test_list_events_pages_with_tokens_and_refuses_bad_ones(stub: EventSer
     token = encode_token(far - timedelta(microseconds=1), uuid.UUID(int=0))
     seen: list[pb.Event] = []
     while token and len(seen) < 3:
-        reply = await stub.ListEvents(pb.ListEventsRequest(page_size=2, page_token=token))
+        reply = await stub.ListEvents(
+            pb.ListEventsRequest(page_size=2, page_token=token), metadata=USER
+        )
         assert len(reply.events) <= 2
         seen += reply.events
         token = reply.next_page_token
@@ -183,12 +176,12 @@ async def test_list_events_pages_with_tokens_and_refuses_bad_ones(stub: EventSer
     assert [e.event_id for e in seen[:3]] == sorted(mine)
 
     await expect_error(
-        stub.ListEvents(pb.ListEventsRequest(page_token="garbage!")),
+        stub.ListEvents(pb.ListEventsRequest(page_token="garbage!"), metadata=USER),
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_token is not a token this service returned",
     )
     await expect_error(
-        stub.ListEvents(pb.ListEventsRequest(page_size=501)),
+        stub.ListEvents(pb.ListEventsRequest(page_size=501), metadata=USER),
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_size must be between 1 and 500, got 501",
     )
@@ -220,7 +213,9 @@ async def test_reserve_refuses_bad_input_and_writes_nothing(
     }
     fields.update(overrides)
     request = pb.ReserveSeatsRequest(**fields)
-    await expect_error(stub.ReserveSeats(request), grpc.StatusCode.INVALID_ARGUMENT, message)
+    await expect_error(
+        stub.ReserveSeats(request, metadata=SERVICE), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
     if "reservation_id" not in overrides:
         assert await reservation_row(engine, request.reservation_id) is None
     after = await seats(engine, event.event_id)
@@ -233,7 +228,10 @@ async def test_reserve_on_unknown_event_is_not_found_and_writes_nothing(
     rid = str(uuid.uuid4())
     missing = str(uuid.uuid4())
     await expect_error(
-        stub.ReserveSeats(pb.ReserveSeatsRequest(reservation_id=rid, event_id=missing, quantity=1)),
+        stub.ReserveSeats(
+            pb.ReserveSeatsRequest(reservation_id=rid, event_id=missing, quantity=1),
+            metadata=SERVICE,
+        ),
         grpc.StatusCode.NOT_FOUND,
         f"event {missing} does not exist",
     )
@@ -247,12 +245,14 @@ async def test_sold_out_is_failed_precondition_and_writes_nothing(
     await stub.ReserveSeats(
         pb.ReserveSeatsRequest(
             reservation_id=str(uuid.uuid4()), event_id=event.event_id, quantity=2
-        )
+        ),
+        metadata=SERVICE,
     )
     rid = str(uuid.uuid4())
     await expect_error(
         stub.ReserveSeats(
-            pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1)
+            pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1),
+            metadata=SERVICE,
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
         "sold out: 0 seats available, 1 requested",
@@ -277,7 +277,9 @@ async def test_confirm_refuses_bad_or_unknown_ids(
     message: str,
 ) -> None:
     await expect_error(
-        stub.ConfirmReservation(pb.ConfirmReservationRequest(reservation_id=reservation_id)),
+        stub.ConfirmReservation(
+            pb.ConfirmReservationRequest(reservation_id=reservation_id), metadata=SERVICE
+        ),
         code,
         message,
     )
@@ -288,7 +290,9 @@ async def test_confirm_refuses_bad_or_unknown_ids(
 @pytest.mark.parametrize("reservation_id", ["", "123", "\x00" * 5])
 async def test_release_refuses_bad_ids(stub: EventServiceStub, reservation_id: str) -> None:
     await expect_error(
-        stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=reservation_id)),
+        stub.ReleaseReservation(
+            pb.ReleaseReservationRequest(reservation_id=reservation_id), metadata=SERVICE
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "reservation_id",
     )
@@ -298,11 +302,14 @@ async def test_confirm_of_a_released_reservation_is_aborted(stub: EventServiceSt
     event = await create_event(stub)
     rid = str(uuid.uuid4())
     await stub.ReserveSeats(
-        pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1)
+        pb.ReserveSeatsRequest(reservation_id=rid, event_id=event.event_id, quantity=1),
+        metadata=SERVICE,
     )
-    await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=rid))
+    await stub.ReleaseReservation(
+        pb.ReleaseReservationRequest(reservation_id=rid), metadata=SERVICE
+    )
     await expect_error(
-        stub.ConfirmReservation(pb.ConfirmReservationRequest(reservation_id=rid)),
+        stub.ConfirmReservation(pb.ConfirmReservationRequest(reservation_id=rid), metadata=SERVICE),
         grpc.StatusCode.ABORTED,
         "was released already",
     )
@@ -314,6 +321,9 @@ async def test_server_parts_sweep_lapsed_holds_in_the_background(
     settings = event_settings.model_copy(update={"sweep_interval_seconds": 0.05, "db_pool_size": 2})
     services, lifecycle = server_parts(settings)
     assert [s.name for s in services] == ["eventbooking.event.v1.EventService"]
+    assert services[0].access == ACCESS
+    # Made now, but it dials account_svc only at the first token it checks.
+    assert lifecycle.token_lookup is not None
     for step in lifecycle.startup:
         await step()
     event = await create_event(stub, capacity=3)
@@ -321,7 +331,8 @@ async def test_server_parts_sweep_lapsed_holds_in_the_background(
     await stub.ReserveSeats(
         pb.ReserveSeatsRequest(
             reservation_id=rid, event_id=event.event_id, quantity=3, hold_seconds=1
-        )
+        ),
+        metadata=SERVICE,
     )
     jobs = [asyncio.create_task(job()) for job in lifecycle.background]
     try:

@@ -37,9 +37,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SERVICE_CREDENTIAL = "service-credential-for-tests"
+AS_SERVICE = (("authorization", f"Bearer {SERVICE_CREDENTIAL}"),)
+
+
 def service_env(**variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFICATION_SVC_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # A deployment's secrets: required, with no default in code.
+    env["NOTIFICATION_SVC_ADMIN_TOKEN"] = "admin-token-for-tests-only"
+    env["NOTIFICATION_SVC_SERVICE_CREDENTIAL"] = SERVICE_CREDENTIAL
     env.update(variables)
     return env
 
@@ -114,10 +121,11 @@ def test_a_service_counts_its_rpcs_and_logs_json_with_trace_ids(
                     subject="hello",
                     body="hi",
                 ),
+                metadata=AS_SERVICE,
                 timeout=5,
             )
         with pytest.raises(grpc.RpcError) as refused:
-            stub.SendNotification(pb.SendNotificationRequest(), timeout=5)
+            stub.SendNotification(pb.SendNotificationRequest(), metadata=AS_SERVICE, timeout=5)
         text = scrape(metrics_port)
         service.send_signal(signal.SIGTERM)
         code = service.wait(timeout=15)

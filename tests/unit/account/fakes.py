@@ -23,6 +23,7 @@ class _State:
     accounts: dict[uuid.UUID, Account] = field(default_factory=dict)
     transactions: list[Transaction] = field(default_factory=list)
     keys: dict[str, ChargeKey] = field(default_factory=dict)
+    token_hashes: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 class FakeAccounts:
@@ -33,6 +34,7 @@ class FakeAccounts:
         if any(a.email == account.email for a in self.s.accounts.values()):
             return False
         self.s.accounts[account.account_id] = account
+        self.s.token_hashes[account.account_id] = api_token_hash
         return True
 
     async def get(self, account_id: uuid.UUID) -> Account | None:
@@ -46,6 +48,18 @@ class FakeAccounts:
             account, balance_cents=account.balance_cents + delta_cents
         )
         return account.balance_cents + delta_cents
+
+    async def set_token_hash(self, account_id: uuid.UUID, *, api_token_hash: str) -> bool:
+        if account_id not in self.s.accounts:
+            return False
+        self.s.token_hashes[account_id] = api_token_hash
+        return True
+
+    async def holder_of(self, api_token_hash: str) -> uuid.UUID | None:
+        for account_id, stored in self.s.token_hashes.items():
+            if stored == api_token_hash:
+                return account_id
+        return None
 
 
 class FakeLedger:
@@ -128,6 +142,7 @@ class FakeUnitOfWork:
         self._store.accounts = self._work.accounts
         self._store.transactions = self._work.transactions
         self._store.keys = self._work.keys
+        self._store.token_hashes = self._work.token_hashes
         self.committed = True
 
 

@@ -10,6 +10,7 @@ import pytest
 from account_svc.domain import commands
 from account_svc.domain.model import TransactionKind
 from account_svc.service_layer.handlers import AccountHandlers
+from eventbooking.auth import token_key
 from eventbooking.errors import (
     Aborted,
     AlreadyExists,
@@ -70,6 +71,35 @@ async def test_create_account_returns_a_token_and_refuses_a_taken_email(handlers
     assert len(created.api_token) >= 32
     with pytest.raises(AlreadyExists, match=r"ada@example\.com"):
         await handlers.create_account(cmd)
+
+
+async def test_the_token_is_stored_only_as_its_hash_and_finds_its_account(handlers, store) -> None:
+    cmd = commands.CreateAccount.parse(email=f"{uuid.uuid4().hex}@example.com", display_name="Ada")
+    created = await handlers.create_account(cmd)
+    account_id = created.account.account_id
+    assert store.token_hashes[account_id] == token_key(created.api_token)
+    assert created.api_token not in store.token_hashes.values()
+    assert await handlers.authenticate(created.api_token) == account_id
+    assert await handlers.authenticate(created.api_token + "x") is None
+    assert await handlers.authenticate("") is None
+
+
+async def test_rotate_token_makes_the_old_token_stop_and_the_new_one_work(handlers, store) -> None:
+    cmd = commands.CreateAccount.parse(email=f"{uuid.uuid4().hex}@example.com", display_name="Ada")
+    created = await handlers.create_account(cmd)
+    account_id = created.account.account_id
+    new = await handlers.rotate_token(account_id)
+    assert new != created.api_token
+    assert len(new) >= 32
+    assert await handlers.authenticate(created.api_token) is None
+    assert await handlers.authenticate(new) == account_id
+    assert store.token_hashes[account_id] == token_key(new)
+
+
+async def test_rotate_token_of_an_unknown_account_is_not_found(handlers, store) -> None:
+    with pytest.raises(NotFound, match="does not exist"):
+        await handlers.rotate_token(uuid.uuid4())
+    assert store.token_hashes == {}
 
 
 async def test_charge_twice_with_one_key_moves_money_once(handlers, store) -> None:

@@ -116,7 +116,13 @@ async def test_two_interceptors_on_one_registry_share_its_metrics(
 
 async def test_create_server_maps_errors_before_the_metrics_and_counts_health_checks() -> None:
     # The default registry: create_server takes none; a unique service name isolates the test.
-    settings = ServiceSettings(service_name="probe_svc", host="127.0.0.1", port=0)
+    settings = ServiceSettings(
+        service_name="probe_svc",
+        host="127.0.0.1",
+        port=0,
+        admin_token="admin-token-for-tests-only",
+        service_credential="service-credential-for-tests",
+    )
     server, port = create_server(settings, [probe_service()], health=HealthServicer())
     await server.start()
     try:
@@ -177,13 +183,17 @@ def test_the_settings_of_every_service_name_it_and_its_metrics_port() -> None:
     from notification_svc.settings import Settings as Notification
 
     url = f"postgresql://u:p@localhost/{uuid.uuid4().hex}"
+    secrets = {
+        "admin_token": "admin-token-for-tests-only",
+        "service_credential": "service-credential-for-tests",
+    }
     found = {
         (s.service_name, s.metrics_port)
         for s in (
-            Account(database_url=url),
-            Event(database_url=url),
-            Booking(database_url=url),
-            Notification(),
+            Account(database_url=url, **secrets),
+            Event(database_url=url, **secrets),
+            Booking(database_url=url, **secrets),
+            Notification(**secrets),
         )
     }
     assert found == {
