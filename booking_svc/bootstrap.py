@@ -12,20 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_svc.adapters.participants import GrpcParticipants, Participants
 from booking_svc.domain.saga import RetryPolicy, SagaDefinition, booking_saga, cancel_saga
-from booking_svc.entrypoints.grpc_server import (
-    ADMIN_SERVICE_NAME,
-    SERVICE_NAME,
-    BookingServicer,
-    SagaAdminServicer,
-)
+from booking_svc.entrypoints.grpc_server import grpc_services
 from booking_svc.service_layer import crash
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.engine import SagaEngine, Sleep
 from booking_svc.service_layer.handlers import BookingHandlers
+from booking_svc.service_layer.limits import BookingRateLimit
 from booking_svc.service_layer.unit_of_work import SqlBookingUnitOfWork, UnitOfWork
 from booking_svc.settings import Settings
-from eventbooking import db
-from eventbooking.booking.v1 import booking_pb2_grpc
+from eventbooking import channels, db
 from eventbooking.clock import Clock, utcnow
 from eventbooking.server import Lifecycle, Service
 
@@ -52,6 +47,16 @@ def definitions(settings: Settings) -> dict[str, SagaDefinition]:
     return {saga.kind: saga for saga in sagas}
 
 
+def participants_for(settings: Settings) -> GrpcParticipants:
+    """The participants over gRPC, with this deployment's TLS files and service credential."""
+    return GrpcParticipants(
+        settings,
+        account_address=settings.account_address,
+        event_address=settings.event_address,
+        notification_address=settings.notification_address,
+    )
+
+
 @dataclass(frozen=True)
 class App:
     """The booking service's working parts, as one process runs them."""
@@ -69,17 +74,14 @@ def bootstrap(
     clock: Clock | None = None,
     sleep: Sleep | None = None,
     crash_hook: crash.Crash | None = None,
+    rate_limit: BookingRateLimit | None = None,
 ) -> App:
     """Handlers and saga engine wired to what the settings name, or to the fakes given."""
     if uow is None:
         bound = engine or db.engine_for(settings)
         uow = lambda: SqlBookingUnitOfWork(bound)  # noqa: E731
     if participants is None:
-        participants = GrpcParticipants(
-            account_address=settings.account_address,
-            event_address=settings.event_address,
-            notification_address=settings.notification_address,
-        )
+        participants = participants_for(settings)
     sagas = definitions(settings)
     if crash_hook is None:
         crash_hook = crash.exit_at(crash.parse(settings.crash_points, sagas.values()))
@@ -99,7 +101,12 @@ def bootstrap(
         sleep=sleep or asyncio.sleep,
     )
     handlers = BookingHandlers(
-        uow, saga_engine, changes, clock=clock, poll_interval=settings.poll_interval_seconds
+        uow,
+        saga_engine,
+        changes,
+        clock=clock,
+        rate_limit=rate_limit or BookingRateLimit(settings.booking_attempts_per_second),
+        poll_interval=settings.poll_interval_seconds,
     )
     return App(handlers=handlers, engine=saga_engine)
 
@@ -107,24 +114,9 @@ def bootstrap(
 def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
     """The servicers and lifecycle that `eventbooking.server.run` needs."""
     engine = db.engine_for(settings)
-    participants = GrpcParticipants(
-        account_address=settings.account_address,
-        event_address=settings.event_address,
-        notification_address=settings.notification_address,
-    )
+    participants = participants_for(settings)
     app = bootstrap(settings, engine=engine, participants=participants)
-    servicer = BookingServicer(app.handlers, max_wait_seconds=settings.max_wait_seconds)
-    admin = SagaAdminServicer(app.handlers)
-    services = [
-        Service(
-            SERVICE_NAME,
-            lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
-        ),
-        Service(
-            ADMIN_SERVICE_NAME,
-            lambda s: booking_pb2_grpc.add_SagaAdminServiceServicer_to_server(admin, s),
-        ),
-    ]
+    services = grpc_services(app.handlers, max_wait_seconds=settings.max_wait_seconds)
     migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
     return services, Lifecycle(
         startup=[migrate],
@@ -134,4 +126,5 @@ def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
         ],
         stopping=[app.engine.stop],
         shutdown=[participants.close, engine.dispose],
+        token_lookup=channels.account_token_lookup(settings.account_address, settings),
     )

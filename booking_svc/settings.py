@@ -62,6 +62,15 @@ class Settings(DatabaseSettings):
     poll_interval_seconds: float = Field(
         0.5, gt=0, description="how often a waiter re-reads a booking another replica runs"
     )
+    booking_attempts_per_second: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description=(
+            "CreateBooking calls one account may make per second in this process, "
+            "in bursts of up to twice that"
+        ),
+    )
     crash_points: str = Field(
         "",
         description=(

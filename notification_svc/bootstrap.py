@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from eventbooking import channels
 from eventbooking.clock import Clock, utcnow
 from eventbooking.server import Lifecycle, Service
 from notification_svc.adapters.sinks import JsonlSink, LogSink, Sink, SmtpSink
@@ -62,4 +63,7 @@ def server_parts(
         # Open streams would otherwise hold the server for its whole grace period.
         service.close_streams()
 
-    return [grpc_service(service)], Lifecycle(stopping=[close_streams])
+    return [grpc_service(service)], Lifecycle(
+        stopping=[close_streams],
+        token_lookup=channels.account_token_lookup(settings.account_address, settings),
+    )

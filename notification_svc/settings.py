@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     )
     port: int = Field(50054, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(9554, ge=0, le=65535, description="Prometheus port; 0 disables it")
+    account_address: str = Field(
+        "localhost:50051", description="host:port of account_svc, which checks users' tokens"
+    )
     # NoDecode: the variable is a plain comma-separated list, not JSON.
     sinks: Annotated[tuple[SinkName, ...], NoDecode] = Field(
         ("log",), description="comma-separated sinks to deliver through: log, jsonl, smtp"

@@ -4,23 +4,25 @@
 pass fakes. Every call takes a `deadline` (seconds it may take) and either
 returns or raises `ParticipantError` carrying the reply's gRPC status code
 name, so the engine never sees gRPC's types. `GrpcParticipants` reuses one
-channel per service for every saga.
+channel per service for every saga (TLS when the settings name a CA) and
+sends the deployment's service credential on every call.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import grpc
 
-from eventbooking import retry, telemetry
+from eventbooking import channels, retry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.event.v1 import event_pb2, event_pb2_grpc
 from eventbooking.notification.v1 import notification_pb2, notification_pb2_grpc
+from eventbooking.settings import ServiceSettings
 
 
 class ParticipantError(Exception):
@@ -121,13 +123,6 @@ _KINDS = {
     "booking_cancelled": notification_pb2.NOTIFICATION_KIND_BOOKING_CANCELLED,
 }
 
-# Reconnect quickly after a participant restarts; gRPC's default backoff grows to 120 s.
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
-
 
 async def _rpc(call: Callable[[], Awaitable[T]]) -> T:
     try:
@@ -142,22 +137,29 @@ def _reservation_status(reservation: event_pb2.Reservation) -> str:
 
 
 class GrpcParticipants:
-    """Stubs over one channel per participant, opened on first use inside the running loop."""
+    """Stubs over one channel per participant, opened on first use inside the running loop.
+
+    `settings` give the TLS files and the service credential; the addresses are the
+    participants'.
+    """
 
     def __init__(
-        self, *, account_address: str, event_address: str, notification_address: str
+        self,
+        settings: ServiceSettings,
+        *,
+        account_address: str,
+        event_address: str,
+        notification_address: str,
     ) -> None:
+        self._settings = settings
         self._addresses = (account_address, event_address, notification_address)
+        # Read now, so a missing or short credential stops the service at start, not mid-saga.
+        self._metadata: Sequence[tuple[str, str]] = channels.service_metadata(settings)
         self._channels: list[grpc.aio.Channel] = []
 
     def _open(self) -> None:
         # grpc.aio channels belong to the event loop they are made in, so not at import or bootstrap.
-        # Client spans, and the trace context passed on to the participant.
-        interceptors = telemetry.client_interceptors()
-        self._channels = [
-            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
-            for address in self._addresses
-        ]
+        self._channels = [channels.channel(address, self._settings) for address in self._addresses]
         account, event, notification = self._channels
         self._account_stub = account_pb2_grpc.AccountServiceStub(account)
         self._event_stub = event_pb2_grpc.EventServiceStub(event)
@@ -201,7 +203,9 @@ class GrpcParticipants:
             quantity=quantity,
             hold_seconds=hold_seconds,
         )
-        reply = await _rpc(lambda: self._events.ReserveSeats(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._events.ReserveSeats(request, timeout=deadline, metadata=self._metadata)
+        )
         reservation = reply.reservation
         return Held(
             amount_cents=reservation.amount_cents,
@@ -217,14 +221,22 @@ class GrpcParticipants:
         self, *, reservation_id: uuid.UUID, deadline: float
     ) -> ReservationState:
         request = event_pb2.ConfirmReservationRequest(reservation_id=str(reservation_id))
-        reply = await _rpc(lambda: self._events.ConfirmReservation(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._events.ConfirmReservation(
+                request, timeout=deadline, metadata=self._metadata
+            )
+        )
         return ReservationState(status=_reservation_status(reply.reservation))
 
     async def release_reservation(
         self, *, reservation_id: uuid.UUID, deadline: float
     ) -> ReservationState:
         request = event_pb2.ReleaseReservationRequest(reservation_id=str(reservation_id))
-        reply = await _rpc(lambda: self._events.ReleaseReservation(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._events.ReleaseReservation(
+                request, timeout=deadline, metadata=self._metadata
+            )
+        )
         return ReservationState(status=_reservation_status(reply.reservation))
 
     async def charge(
@@ -242,14 +254,18 @@ class GrpcParticipants:
             idempotency_key=idempotency_key,
             reference=reference,
         )
-        reply = await _rpc(lambda: self._accounts.Charge(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._accounts.Charge(request, timeout=deadline, metadata=self._metadata)
+        )
         return Charged(
             transaction_id=reply.transaction.transaction_id, balance_cents=reply.balance_cents
         )
 
     async def refund(self, *, idempotency_key: str, reason: str, deadline: float) -> Refunded:
         request = account_pb2.RefundRequest(idempotency_key=idempotency_key, reason=reason)
-        reply = await _rpc(lambda: self._accounts.Refund(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._accounts.Refund(request, timeout=deadline, metadata=self._metadata)
+        )
         return Refunded(transaction_id=reply.transaction.transaction_id)
 
     async def send_notification(
@@ -271,7 +287,11 @@ class GrpcParticipants:
             subject=subject,
             body=body,
         )
-        reply = await _rpc(lambda: self._notifications.SendNotification(request, timeout=deadline))
+        reply = await _rpc(
+            lambda: self._notifications.SendNotification(
+                request, timeout=deadline, metadata=self._metadata
+            )
+        )
         return Notified(
             notification_id=reply.notification.notification_id, duplicate=reply.duplicate
         )

@@ -1,4 +1,9 @@
-"""The BookingService and SagaAdminService servicers: proto in, command, handler, proto out."""
+"""The BookingService and SagaAdminService servicers: proto in, command, handler, proto out.
+
+Who may call what is in `ACCESS` and `ADMIN_ACCESS`; a user's token is let in
+by the server, and each BookingService method then checks that the caller
+may act for the account the request names or the booking belongs to.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,35 @@ from booking_svc.domain import commands
 from booking_svc.domain.model import Booking, LogDetail, SagaInstance
 from booking_svc.domain.states import BookingStatus, SagaStatus, StepEvent, StepPhase
 from booking_svc.service_layer.handlers import BookingHandlers
+from eventbooking import auth
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.booking.v1 import booking_pb2_grpc
 from eventbooking.errors import InvalidArgument
 from eventbooking.paging import decode_token, encode_token
 from eventbooking.protoconv import timestamp
+from eventbooking.server import Service
 from eventbooking.validation import parse_uuid
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SagaAdminService"].full_name
+
+# Users (or the admin); each method then checks the account it touches with auth.require_account.
+ACCESS = {
+    f"/{SERVICE_NAME}/{method}": auth.Access.USER
+    for method in (
+        "CreateBooking",
+        "GetBooking",
+        "ListBookings",
+        "CancelBooking",
+        "GetBookingHistory",
+        "WatchBooking",
+    )
+}
+# Saga repair and listings across accounts are for operators only.
+ADMIN_ACCESS = {
+    f"/{ADMIN_SERVICE_NAME}/{method.name}": auth.Access.ADMIN
+    for method in pb.DESCRIPTOR.services_by_name["SagaAdminService"].methods
+}
 
 # How long before the caller's deadline a waiting call answers, so the answer arrives in time.
 DEADLINE_MARGIN_SECONDS = 0.05
@@ -157,6 +182,8 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             quantity=request.quantity,
             idempotency_key=request.idempotency_key,
         )
+        # Before the rate limit, so another account's token cannot use up this account's share.
+        auth.require_account(cmd.account_id)
         booking = await self._handlers.create_booking(
             cmd,
             wait=self._wait(request.wait_for_outcome, context),
@@ -167,7 +194,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def GetBooking(
         self, request: pb.GetBookingRequest, context: Context
     ) -> pb.GetBookingResponse:
-        booking = await self._handlers.get_booking(parse_uuid("booking_id", request.booking_id))
+        booking = await self._owned_booking(request.booking_id)
         return pb.GetBookingResponse(booking=booking_pb(booking))
 
     async def ListBookings(
@@ -178,6 +205,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             size=request.page_size,
             after=decode_token(request.page_token),
         )
+        auth.require_account(cmd.account_id)
         page = await self._handlers.list_bookings(cmd)
         return pb.ListBookingsResponse(
             bookings=[booking_pb(b) for b in page.bookings],
@@ -187,16 +215,17 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def CancelBooking(
         self, request: pb.CancelBookingRequest, context: Context
     ) -> pb.CancelBookingResponse:
+        owned = await self._owned_booking(request.booking_id)
         booking = await self._handlers.cancel_booking(
-            parse_uuid("booking_id", request.booking_id),
-            wait=self._wait(request.wait_for_outcome, context),
+            owned.booking_id, wait=self._wait(request.wait_for_outcome, context)
         )
         return pb.CancelBookingResponse(booking=booking_pb(booking))
 
     async def GetBookingHistory(
         self, request: pb.GetBookingHistoryRequest, context: Context
     ) -> pb.GetBookingHistoryResponse:
-        history = await self._handlers.history(parse_uuid("booking_id", request.booking_id))
+        owned = await self._owned_booking(request.booking_id)
+        history = await self._handlers.history(owned.booking_id)
         return pb.GetBookingHistoryResponse(
             saga_id=str(history.saga.saga_id),
             saga_status=_SAGA_STATUS[history.saga.status],
@@ -206,8 +235,18 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def WatchBooking(
         self, request: pb.WatchBookingRequest, context: Context
     ) -> AsyncIterator[pb.WatchBookingResponse]:
-        async for booking in self._handlers.watch(parse_uuid("booking_id", request.booking_id)):
+        owned = await self._owned_booking(request.booking_id)
+        async for booking in self._handlers.watch(owned.booking_id):
             yield pb.WatchBookingResponse(booking=booking_pb(booking))
+
+    async def _owned_booking(self, booking_id: str) -> Booking:
+        """The booking, if the caller may act for its account.
+
+        NOT_FOUND for a booking that does not exist; PERMISSION_DENIED for another account's.
+        """
+        booking = await self._handlers.get_booking(parse_uuid("booking_id", booking_id))
+        auth.require_account(booking.account_id)
+        return booking
 
 
 class SagaAdminServicer(booking_pb2_grpc.SagaAdminServiceServicer):
@@ -252,3 +291,21 @@ class SagaAdminServicer(booking_pb2_grpc.SagaAdminServiceServicer):
     ) -> pb.CompensateSagaResponse:
         saga = await self._handlers.compensate_saga(parse_uuid("saga_id", request.saga_id))
         return pb.CompensateSagaResponse(saga=saga_pb(saga))
+
+
+def grpc_services(handlers: BookingHandlers, *, max_wait_seconds: float) -> list[Service]:
+    """Both servicers over `handlers`, with their access tables, for `create_server`."""
+    servicer = BookingServicer(handlers, max_wait_seconds=max_wait_seconds)
+    admin = SagaAdminServicer(handlers)
+    return [
+        Service(
+            SERVICE_NAME,
+            lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
+            access=ACCESS,
+        ),
+        Service(
+            ADMIN_SERVICE_NAME,
+            lambda s: booking_pb2_grpc.add_SagaAdminServiceServicer_to_server(admin, s),
+            access=ADMIN_ACCESS,
+        ),
+    ]

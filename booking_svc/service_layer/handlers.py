@@ -27,6 +27,7 @@ from booking_svc.domain.states import (
 )
 from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.engine import Run, SagaEngine
+from booking_svc.service_layer.limits import BookingRateLimit
 from booking_svc.service_layer.unit_of_work import UnitOfWork
 from eventbooking import telemetry
 from eventbooking.clock import Clock
@@ -65,12 +66,14 @@ class BookingHandlers:
         changes: BookingChanges,
         *,
         clock: Clock,
+        rate_limit: BookingRateLimit,
         poll_interval: float = 0.5,
     ) -> None:
         self._uow = uow
         self._engine = engine
         self._changes = changes
         self._clock = clock
+        self._rate_limit = rate_limit
         self._poll_interval = poll_interval
 
     async def create_booking(
@@ -83,8 +86,11 @@ class BookingHandlers:
         """Start a booking saga, or find the booking the idempotency key made before.
 
         With `wait`, return once the booking is CONFIRMED or FAILED, or when
-        `wait` seconds have passed, whichever comes first.
+        `wait` seconds have passed, whichever comes first. Every attempt counts
+        against the account's rate limit, a repeated key too.
         """
+        # Before any database work, so a flood of attempts costs the database nothing.
+        self._rate_limit.take(cmd.account_id)
         now = self._clock()
         booking = Booking(
             booking_id=uuid.uuid4(),

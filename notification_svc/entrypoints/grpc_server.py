@@ -1,18 +1,21 @@
 """The NotificationService servicer: proto -> command -> service layer -> proto, nothing else.
 
 Errors are raised as `eventbooking.errors` exceptions; the shared
-`ErrorInterceptor` turns them into status codes.
+`ErrorInterceptor` turns them into status codes. Only services send
+(`ACCESS`); a user reads only its own account's notifications, and reading
+every account's is for the admin.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from eventbooking import validation
-from eventbooking.errors import InvalidArgument
+from eventbooking import auth, validation
+from eventbooking.errors import InvalidArgument, PermissionDenied
 from eventbooking.notification.v1 import notification_pb2 as pb
 from eventbooking.notification.v1 import notification_pb2_grpc as pb_grpc
 from eventbooking.server import Service
@@ -20,6 +23,13 @@ from notification_svc.domain.model import Notification, NotificationKind, SendNo
 from notification_svc.service_layer.handlers import NotificationService
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["NotificationService"].full_name
+
+ACCESS = {
+    f"/{SERVICE_NAME}/SendNotification": auth.Access.SERVICE,
+    # The servicer then checks the account named, or the admin token for all accounts.
+    f"/{SERVICE_NAME}/ListNotifications": auth.Access.USER,
+    f"/{SERVICE_NAME}/StreamNotifications": auth.Access.USER,
+}
 
 _KIND_FROM_PROTO: dict[pb.NotificationKind.ValueType, NotificationKind] = {
     pb.NOTIFICATION_KIND_BOOKING_CONFIRMED: NotificationKind.BOOKING_CONFIRMED,
@@ -56,6 +66,21 @@ def notification_to_proto(notification: Notification) -> pb.Notification:
     return message
 
 
+def readable_account(account_id: str) -> uuid.UUID | None:
+    """The account a read names, if the caller may read it; None (every account) for the admin."""
+    if account_id:
+        parsed = validation.parse_uuid("account_id", account_id)
+        auth.require_account(parsed)
+        return parsed
+    try:
+        auth.require_admin()
+    except PermissionDenied:
+        raise PermissionDenied(
+            "account_id is required: only the admin token may read every account's notifications"
+        ) from None
+    return None
+
+
 class NotificationServicer(pb_grpc.NotificationServiceServicer):
     """Serves eventbooking.notification.v1.NotificationService from a `NotificationService`."""
 
@@ -81,7 +106,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
     async def ListNotifications(
         self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListNotificationsResponse:
-        account_id = validation.parse_uuid("account_id", request.account_id)
+        account_id = readable_account(request.account_id)
         limit = validation.page_size(request.page_size)
         notifications = self._service.list_notifications(account_id, limit=limit)
         return pb.ListNotificationsResponse(
@@ -91,9 +116,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
     async def StreamNotifications(
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamNotificationsResponse]:
-        account_id = (
-            validation.parse_uuid("account_id", request.account_id) if request.account_id else None
-        )
+        account_id = readable_account(request.account_id)
         with self._service.subscribe(account_id) as subscription:
             # Headers go out once subscribed, so a client can wait for them before sending.
             await context.send_initial_metadata(())
@@ -109,4 +132,4 @@ def grpc_service(service: NotificationService) -> Service:
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_NotificationServiceServicer_to_server(NotificationServicer(service), server)
 
-    return Service(name=SERVICE_NAME, register=register)
+    return Service(name=SERVICE_NAME, register=register, access=ACCESS)

@@ -17,6 +17,7 @@ from aiosmtpd.smtp import Envelope
 
 from eventbooking.notification.v1 import notification_pb2 as pb
 from eventbooking.notification.v1 import notification_pb2_grpc as pb_grpc
+from tests.integration.notification.conftest import admin, service
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -84,9 +85,9 @@ async def test_the_jsonl_sink_writes_one_line_per_notification(
     stub = await start_server(sinks="jsonl", jsonl_path=path)
     req = request()
 
-    first = await stub.SendNotification(req, timeout=DEADLINE)
-    await stub.SendNotification(req, timeout=DEADLINE)
-    second = await stub.SendNotification(request(), timeout=DEADLINE)
+    first = await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
+    await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
+    second = await stub.SendNotification(request(), metadata=service(), timeout=DEADLINE)
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [row["notification_id"] for row in rows] == [
@@ -111,8 +112,8 @@ async def test_the_smtp_sink_sends_a_mail_to_a_real_server(
     )
     req = request()
 
-    reply = await stub.SendNotification(req, timeout=DEADLINE)
-    await stub.SendNotification(req, timeout=DEADLINE)
+    reply = await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
+    await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
 
     [mail] = smtp_server.mailbox.received
     assert mail["Subject"] == req.subject
@@ -132,16 +133,16 @@ async def test_a_mail_server_that_is_down_is_unavailable_and_a_retry_delivers(
     req = request()
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.SendNotification(req, timeout=DEADLINE)
+        await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "the mail server is unavailable; try again"
     listed = await stub.ListNotifications(
-        pb.ListNotificationsRequest(account_id=req.account_id), timeout=DEADLINE
+        pb.ListNotificationsRequest(account_id=req.account_id), metadata=admin(), timeout=DEADLINE
     )
     assert list(listed.notifications) == []
 
     smtp_server.start()
-    reply = await stub.SendNotification(req, timeout=DEADLINE)
+    reply = await stub.SendNotification(req, metadata=service(), timeout=DEADLINE)
 
     assert reply.duplicate is False
     assert len(smtp_server.mailbox.received) == 1

@@ -12,6 +12,7 @@
   DEADLINE_EXCEEDED whose call was applied (the reply was lost) or not (it may
   still arrive late).
 - `World` wires them to the real engine and handlers through `bootstrap`.
+- `FakeAccountTokens` stands in for account_svc's token check: token -> account id.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from booking_svc.domain.model import (
 from booking_svc.domain.states import BookingStatus, SagaStatus, StepEvent, StepPhase
 from booking_svc.service_layer import crash
 from booking_svc.service_layer.engine import Sleep
+from booking_svc.service_layer.limits import BookingRateLimit
 from booking_svc.settings import Settings
 from eventbooking.errors import NotFound
 
@@ -836,6 +838,19 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+class FakeMonotonic:
+    """A monotonic clock in seconds that moves only when told to, for the rate limit."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class FakeSleep:
     """Records the backoff asked for and only yields to the loop."""
 
@@ -864,9 +879,38 @@ class CrashAt:
             raise Crashed(name)
 
 
+# The deployment's secrets in these tests; each at least 16 characters, as settings require.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SERVICE_CREDENTIAL = "test-service-credential-0123456789"
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """The metadata of a call made with `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class FakeAccountTokens:
+    """account_svc's AuthenticateToken as a lookup: tokens handed out here, and nothing else."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, uuid.UUID] = {}
+        self.lookups = 0
+
+    def issue(self, account_id: uuid.UUID) -> str:
+        token = f"user-token-{uuid.uuid4().hex}"
+        self._accounts[token] = account_id
+        return token
+
+    async def __call__(self, token: str) -> uuid.UUID | None:
+        self.lookups += 1
+        return self._accounts.get(token)
+
+
 def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": "postgresql://unused/x",
+        "admin_token": ADMIN_TOKEN,
+        "service_credential": SERVICE_CREDENTIAL,
         "instance_id": "replica-a",
         "step_attempts": 3,
         "step_deadline_seconds": 2.0,
@@ -884,9 +928,11 @@ class World:
         *,
         crash_hook: crash.Crash = crash.never,
         sleep: Sleep | None = None,
+        rate_limit: BookingRateLimit | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings(**overrides)
+        self._rate_limit = rate_limit
         self.store = SagaStore()
         self.clock = FakeClock()
         self.sleep = FakeSleep()
@@ -909,6 +955,7 @@ class World:
             clock=self.clock,
             sleep=self._sleep,
             crash_hook=crash_hook,
+            rate_limit=self._rate_limit,
         )
         self.apps.append(app)
         return app

@@ -18,6 +18,12 @@ from notification_svc.settings import Settings
 
 pytestmark = pytest.mark.timeout(10)
 
+# Settings refuse to start without the deployment's secrets; these tests never check tokens.
+SECRETS = {
+    "admin_token": "test-admin-token-0123456789",
+    "service_credential": "test-service-credential-0123456789",
+}
+
 Command = Callable[..., SendNotification]
 
 
@@ -65,7 +71,7 @@ class FakeClock:
 def make_service(
     *sinks: Sink, clock: FakeClock | None = None, **overrides: object
 ) -> NotificationService:
-    settings = Settings(port=0, **overrides)
+    settings = Settings(port=0, **SECRETS, **overrides)
     return bootstrap(settings, sinks=list(sinks), clock=clock or FakeClock())
 
 

@@ -1,4 +1,4 @@
-"""notification_svc settings: the sink list and the settings each sink requires."""
+"""notification_svc settings: the sink list, the settings each sink requires, the secrets."""
 
 from __future__ import annotations
 
@@ -13,16 +13,23 @@ from notification_svc.settings import Settings
 pytestmark = pytest.mark.timeout(10)
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SERVICE_CREDENTIAL = "test-service-credential-0123456789"
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("NOTIFICATION_SVC_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("NOTIFICATION_SVC_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("NOTIFICATION_SVC_SERVICE_CREDENTIAL", SERVICE_CREDENTIAL)
 
 
 def test_defaults() -> None:
     settings = Settings()
     assert settings.port == 50054
+    assert settings.account_address == "localhost:50051"
     assert settings.sinks == ("log",)
     assert (settings.dedupe_window_seconds, settings.dedupe_max_keys) == (86400, 100_000)
     assert (settings.history_size, settings.stream_queue_size, settings.smtp_port) == (
@@ -81,3 +88,20 @@ def test_every_missing_sink_setting_is_reported_at_once(monkeypatch: pytest.Monk
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert [error["loc"] for error in caught.value.errors()] == [("jsonl_path",), ("smtp_host",)]
+
+
+def test_the_secrets_come_from_the_environment_or_from_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert Settings().secret("admin_token") == ADMIN_TOKEN
+    (tmp_path / "credential").write_text("from-a-file-0123456789\n")
+    monkeypatch.delenv("NOTIFICATION_SVC_SERVICE_CREDENTIAL")
+    monkeypatch.setenv("NOTIFICATION_SVC_SERVICE_CREDENTIAL_FILE", str(tmp_path / "credential"))
+    assert Settings().secret("service_credential") == "from-a-file-0123456789"
+
+
+@pytest.mark.parametrize("secret", ["ADMIN_TOKEN", "SERVICE_CREDENTIAL"])
+def test_a_missing_secret_is_refused(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.delenv(f"NOTIFICATION_SVC_{secret}")
+    with pytest.raises(ValidationError, match="there is no default"):
+        Settings()
