@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -97,6 +99,10 @@ def up(
     Each service also serves Prometheus metrics on its metrics port. With
     --otlp-endpoint every service exports its traces there, named after its
     module (OTEL_SERVICE_NAME); see docs/observability.md.
+
+    The first start writes the admin token and the service credential to
+    HOME/secrets/, readable by you only; `bookingctl saga` reads the admin
+    token from there. See docs/security.md.
     """
     names = {spec.module: spec.module.removesuffix("_svc") for spec in SERVICES}
     by_module = {module: ports[f"{name}_port"] for module, name in names.items()}
@@ -141,7 +147,7 @@ def _echo_where(system: LocalSystem, *, as_json: bool) -> None:
         }
         for module in system.ports:
             where[module]["metrics_port"] = system.metrics_port(module)
-        click.echo(json.dumps(where))
+        click.echo(json.dumps({**where, "admin_token_file": str(system.admin_token_file)}))
         return
     click.echo("")
     for name, addr, detail in rows:
@@ -149,6 +155,8 @@ def _echo_where(system: LocalSystem, *, as_json: bool) -> None:
     click.echo("")
     if system.otlp_endpoint:
         click.echo(f"  traces: OTLP to {system.otlp_endpoint}")
+    # Where the token is, never the token: this output ends up in terminals and logs.
+    click.echo(f"  admin token: {system.admin_token_file} (`bookingctl saga` reads it)")
     click.echo(f"  try:  grpcurl -plaintext localhost:{system.ports['account_svc']} list")
     click.echo("  stop: Ctrl-C")
 
@@ -176,8 +184,43 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def _admin_options(fn: click.decorators.FC) -> click.decorators.FC:
-    """--address, --timeout and --json, which every `saga` command takes."""
+    """--address, the admin token, TLS, --timeout and --json, which every `saga` command takes.
+
+    All but --json reach the command as keyword arguments it hands to `_admin` unread.
+    """
     fn = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")(fn)
+    existing = click.Path(exists=True, dir_okay=False, path_type=Path)
+    fn = click.option(
+        "--tls-key-file",
+        type=existing,
+        envvar=sagactl.TLS_KEY_FILE_ENV,
+        show_envvar=True,
+        help="PEM key of --tls-cert-file",
+    )(fn)
+    fn = click.option(
+        "--tls-cert-file",
+        type=existing,
+        envvar=sagactl.TLS_CERT_FILE_ENV,
+        show_envvar=True,
+        help="PEM client certificate, for a booking_svc that requires mutual TLS",
+    )(fn)
+    fn = click.option(
+        "--tls-ca-file",
+        type=existing,
+        envvar=sagactl.TLS_CA_FILE_ENV,
+        show_envvar=True,
+        help="PEM CA to verify booking_svc against; talks TLS when given, plaintext otherwise",
+    )(fn)
+    fn = click.option(
+        "--admin-token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=(
+            f"file holding the admin token [default: ${sagactl.ADMIN_TOKEN_FILE_ENV}, else"
+            f" ${sagactl.ADMIN_TOKEN_ENV}, else $EVENTBOOKING_HOME/secrets/admin_token,"
+            " which `bookingctl up` writes]"
+        ),
+    )(fn)
     fn = click.option(
         "--timeout",
         type=click.FloatRange(0, 3600, min_open=True),
@@ -197,15 +240,33 @@ def _admin_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 @contextmanager
-def _admin(address: str, timeout: float) -> Iterator[SagaAdmin]:
-    """A SagaAdmin whose failed calls end the command: the status on stderr, exit 1."""
+def _admin(connection: dict[str, Any]) -> Iterator[SagaAdmin]:
+    """A SagaAdmin as the `_admin_options` ask; a failed call or a missing admin token ends
+    the command with the reason on stderr, exit 1."""
     ctx = click.get_current_context()
+    command = ctx.info_name or "saga"
+    address: str = connection["address"]
+    timeout: float = connection["timeout"]
+    cert: Path | None = connection["tls_cert_file"]
+    key: Path | None = connection["tls_key_file"]
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert-file and --tls-key-file go together")
     try:
-        with SagaAdmin(address, timeout=timeout) as admin:
+        token = sagactl.find_admin_token(
+            connection["admin_token_file"], environ=os.environ, home=default_home()
+        )
+    except sagactl.AdminTokenError as err:
+        click.echo(f"bookingctl saga {command}: {err}", err=True)
+        ctx.exit(1)
+    tls = sagactl.tls_credentials(connection["tls_ca_file"], cert_file=cert, key_file=key)
+    try:
+        with SagaAdmin(address, timeout=timeout, token=token.value, credentials=tls) as admin:
             yield admin
     except grpc.RpcError as err:
-        command = ctx.info_name or "saga"
-        for line in sagactl.error_lines(err, command=command, address=address, timeout=timeout):
+        lines = sagactl.error_lines(
+            err, command=command, address=address, timeout=timeout, token_source=token.source
+        )
+        for line in lines:
             click.echo(line, err=True)
         ctx.exit(1)
 
@@ -221,7 +282,12 @@ def _echo_lines(lines: Sequence[str]) -> None:
 
 @main.group()
 def saga() -> None:
-    """Inspect the saga log and repair STUCK sagas, through booking_svc's SagaAdminService."""
+    """Inspect the saga log and repair STUCK sagas, through booking_svc's SagaAdminService.
+
+    Every call carries the admin token: from --admin-token-file, else
+    $BOOKINGCTL_ADMIN_TOKEN_FILE, else $BOOKINGCTL_ADMIN_TOKEN, else the file
+    `bookingctl up` wrote under its home ($EVENTBOOKING_HOME/secrets/admin_token).
+    """
 
 
 @saga.command("list")
@@ -252,9 +318,8 @@ def list_sagas(
     step: str | None,
     older_than: int | None,
     limit: int,
-    address: str,
-    timeout: float,
     as_json: bool,
+    **connection: Any,
 ) -> None:
     """List sagas, oldest first.
 
@@ -262,7 +327,7 @@ def list_sagas(
     `--status stuck` lists the sagas that wait for an operator.
     """
     wanted = SagaFilter(status=status, kind=kind, step=step, min_age_seconds=older_than or 0)
-    with _admin(address, timeout) as admin:
+    with _admin(connection) as admin:
         found, more = admin.list_sagas(wanted, limit=limit)
     now = utcnow()
     sagas = [sagactl.saga_json(s, now=now) for s in found]
@@ -287,14 +352,14 @@ def list_sagas(
     help="base URL of the Jaeger UI that the trace link points into",
 )
 @_admin_options
-def show(saga_id: uuid.UUID, jaeger_url: str, address: str, timeout: float, as_json: bool) -> None:
+def show(saga_id: uuid.UUID, jaeger_url: str, as_json: bool, **connection: Any) -> None:
     """Show one saga and its log as a timeline.
 
     The head says where the saga stands, who holds it until when, its trace
     id with a Jaeger link, and note; then one line per log row, timed from
     the first, with the short id of the span that wrote it.
     """
-    with _admin(address, timeout) as admin:
+    with _admin(connection) as admin:
         reply = admin.get_saga(str(saga_id))
     now = utcnow()
     head = sagactl.saga_json(reply.saga, now=now)
@@ -323,13 +388,13 @@ def _echo_repaired(saga: pb.Saga, *, as_json: bool) -> None:
 @saga.command()
 @click.argument("saga_id", type=click.UUID)
 @_admin_options
-def retry(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+def retry(saga_id: uuid.UUID, as_json: bool, **connection: Any) -> None:
     """Resume a STUCK saga where its log stopped.
 
     It goes on in the direction it was going, forward or compensating, and
     prints the saga's new status.
     """
-    with _admin(address, timeout) as admin:
+    with _admin(connection) as admin:
         repaired = admin.retry_saga(str(saga_id))
     _echo_repaired(repaired, as_json=as_json)
 
@@ -337,11 +402,11 @@ def retry(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> No
 @saga.command()
 @click.argument("saga_id", type=click.UUID)
 @_admin_options
-def compensate(saga_id: uuid.UUID, address: str, timeout: float, as_json: bool) -> None:
+def compensate(saga_id: uuid.UUID, as_json: bool, **connection: Any) -> None:
     """Undo a STUCK saga that has not passed its pivot.
 
     Its finished steps are compensated in reverse; prints the saga's new status.
     """
-    with _admin(address, timeout) as admin:
+    with _admin(connection) as admin:
         repaired = admin.compensate_saga(str(saga_id))
     _echo_repaired(repaired, as_json=as_json)

@@ -2,8 +2,9 @@
 
 Everything lives under one home folder (EVENTBOOKING_HOME, by default
 ~/.local/share/eventbooking): `pg/` the database cluster, `logs/` a log per
-service, `up.json` what runs where. Data survives a restart; deleting the
-folder starts afresh.
+service, `secrets/` the admin token and the service credential (made on the
+first start, readable by their owner only), `up.json` what runs where. Data
+and secrets survive a restart; deleting the folder starts afresh.
 
 Each service may also serve Prometheus metrics on its own port, and may
 export traces over OTLP when an endpoint is given (see docs/observability.md).
@@ -15,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +33,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventbooking.localpg import LocalPostgres, PostgresError, port_is_free
 
 DEFAULT_PG_PORT = 54329
+# What settings.secret() accepts; a shorter file is refused before any service starts.
+MIN_SECRET_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ServiceSpec:
     database: str | None
     grpc_service: str
     # The services it calls; each is passed as <PREFIX><NAME>_ADDRESS, e.g. BOOKING_SVC_EVENT_ADDRESS.
+    # Every service but account_svc asks account_svc whose token a call carries.
     peers: tuple[str, ...] = ()
 
 
@@ -58,7 +63,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "eventbooking.account.v1.AccountService",
     ),
     ServiceSpec(
-        "event_svc", "EVENT_SVC_", 50052, 9552, "event", "eventbooking.event.v1.EventService"
+        "event_svc",
+        "EVENT_SVC_",
+        50052,
+        9552,
+        "event",
+        "eventbooking.event.v1.EventService",
+        peers=("account_svc",),
     ),
     ServiceSpec(
         "booking_svc",
@@ -76,6 +87,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         9554,
         None,
         "eventbooking.notification.v1.NotificationService",
+        peers=("account_svc",),
     ),
 )
 
@@ -108,10 +120,82 @@ def default_home() -> Path:
     return Path(data) / "eventbooking"
 
 
-def wait_healthy(port: int, *, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+def admin_token_file(home: Path) -> Path:
+    """Where the system at `home` keeps the operators' bearer token (docs/security.md)."""
+    return home / "secrets" / "admin_token"
+
+
+def service_credential_file(home: Path) -> Path:
+    """Where the system at `home` keeps the credential its services present to each other."""
+    return home / "secrets" / "service_credential"
+
+
+def ensure_secret(path: Path) -> bool:
+    """Create `path` with a fresh random secret unless it exists; True when it was created.
+
+    The folder is made 0700 and the file 0600 from the start (never widened
+    later), and an existing file is never overwritten, so a restart keeps
+    the tokens that clients already hold.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+def read_secret(path: Path) -> str:
+    """The secret in `path`; UpError naming the file (never its content) when it is unusable."""
+    try:
+        value = path.read_text().strip()
+    except OSError as err:
+        raise UpError(f"cannot read {path}: {err.strerror or err}") from None
+    if len(value) < MIN_SECRET_LENGTH:
+        raise UpError(
+            f"{path} holds fewer than {MIN_SECRET_LENGTH} characters; delete it and a new"
+            " secret is made on the next start"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """How the supervisor's own health checks reach services that serve TLS.
+
+    `ca` verifies the servers; `cert` and `key`, when given, are presented
+    as the client certificate that servers demanding mutual TLS require.
+    """
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+
+
+def wait_healthy(
+    port: int,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    tls: TlsFiles | None = None,
+) -> bool:
     """Poll the standard health service on `port` until SERVING; False on timeout or death."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    address = f"127.0.0.1:{port}"
+    channel = (
+        grpc.secure_channel(address, tls.credentials()) if tls else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and alive():
             try:
@@ -132,6 +216,8 @@ class Running:
     log_path: Path
     # 0 when the service serves no metrics.
     metrics_port: int = 0
+    # Whether it serves TLS, so health checks must too.
+    tls: bool = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -144,6 +230,9 @@ class LocalSystem:
     `metrics_ports` maps a module to its Prometheus port; a module left out
     gets 0 (no metrics), so systems started side by side do not collide.
     `otlp_endpoint`, when given, is where every service exports its traces.
+    `tls` is how the health checks reach the services that `env` starts with
+    a TLS certificate (<PREFIX>TLS_CERT_FILE); the others are checked in
+    plaintext.
     """
 
     home: Path
@@ -155,6 +244,7 @@ class LocalSystem:
     env: dict[str, dict[str, str]] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     otlp_endpoint: str | None = None
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         self.home = self.home.absolute()
@@ -166,6 +256,29 @@ class LocalSystem:
     @property
     def state_file(self) -> Path:
         return self.home / "up.json"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The operators' bearer token: `bookingctl saga` reads it from here by default."""
+        return admin_token_file(self.home)
+
+    @property
+    def service_credential_file(self) -> Path:
+        """The bearer credential the services present to each other on participant calls."""
+        return service_credential_file(self.home)
+
+    def admin_token(self) -> str:
+        """The admin token of this system, for tests and tools that act as the operator."""
+        return read_secret(self.admin_token_file)
+
+    def _ensure_secrets(self) -> None:
+        files = (self.admin_token_file, self.service_credential_file)
+        made = [path.name for path in files if ensure_secret(path)]
+        # A file left empty or cut short would stop every service; say so once, here.
+        for path in files:
+            read_secret(path)
+        if made:
+            self.echo(f"created {' and '.join(made)} in {self.admin_token_file.parent}")
 
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -238,6 +351,7 @@ class LocalSystem:
         self._take_lock()
         self._reap_leftovers()
         self._check_ports()
+        self._ensure_secrets()
         first_run = not self.pg.initialized()
         self.echo("initialising PostgreSQL" if first_run else "starting PostgreSQL")
         try:
@@ -268,6 +382,9 @@ class LocalSystem:
             f"{prefix}PORT": str(self.ports[spec.module]),
             f"{prefix}HOST": "127.0.0.1",
             f"{prefix}METRICS_PORT": str(self.metrics_port(spec.module)),
+            # Paths only: the secrets stay out of every process's environment.
+            f"{prefix}ADMIN_TOKEN_FILE": str(self.admin_token_file),
+            f"{prefix}SERVICE_CREDENTIAL_FILE": str(self.service_credential_file),
             **otel_env(spec.module, self.otlp_endpoint),
         }
         if spec.module in self.urls:
@@ -281,10 +398,11 @@ class LocalSystem:
 
     def _spawn(self, spec: ServiceSpec, extra: dict[str, str] | None = None) -> Running:
         log_path = self.home / "logs" / f"{spec.module}.log"
+        env = self.service_env(spec, extra)
         with log_path.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", spec.module],
-                env=self.service_env(spec, extra),
+                env=env,
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -292,11 +410,22 @@ class LocalSystem:
                 start_new_session=True,
             )
         return Running(
-            spec, self.ports[spec.module], process, log_path, self.metrics_port(spec.module)
+            spec,
+            self.ports[spec.module],
+            process,
+            log_path,
+            self.metrics_port(spec.module),
+            tls=bool(env.get(f"{spec.env_prefix}TLS_CERT_FILE")),
         )
 
     def _wait_healthy(self, run: Running) -> None:
-        if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive):
+        if run.tls and self.tls is None:
+            raise UpError(
+                f"{run.spec.module} serves TLS ({run.spec.env_prefix}TLS_CERT_FILE is set), and"
+                " this runner has no CA to check its health with; unset the TLS_* variables"
+            )
+        tls = self.tls if run.tls else None
+        if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive, tls=tls):
             raise UpError(f"{run.spec.module} did not become healthy:\n{self._tail(run.log_path)}")
 
     def service(self, module: str) -> Running:
@@ -329,6 +458,7 @@ class LocalSystem:
             "pid": os.getpid(),
             "postgres": {"port": self.pg_port, "data": str(self.pg.data_dir)},
             "otlp_endpoint": self.otlp_endpoint,
+            "admin_token_file": str(self.admin_token_file),
             "services": [
                 {
                     "module": r.spec.module,

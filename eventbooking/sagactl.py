@@ -1,16 +1,19 @@
 """The client side of `bookingctl saga`: SagaAdminService calls, and how their answers print.
 
 It talks to booking_svc only through the generated stubs, so it works
-against any deployment that serves the contract.
+against any deployment that serves the contract. Every call carries the
+admin token (`find_admin_token` says where it comes from) and, when a CA is
+given, goes over TLS.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
@@ -19,9 +22,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.booking.v1 import booking_pb2_grpc
+from eventbooking.local import admin_token_file
 
 DEFAULT_ADDRESS = "localhost:50053"
 ADDRESS_ENV = "BOOKINGCTL_BOOKING_ADDRESS"
+ADMIN_TOKEN_FILE_ENV = "BOOKINGCTL_ADMIN_TOKEN_FILE"  # noqa: S105 - a variable's name
+ADMIN_TOKEN_ENV = "BOOKINGCTL_ADMIN_TOKEN"  # noqa: S105 - a variable's name
+TLS_CA_FILE_ENV = "BOOKINGCTL_TLS_CA_FILE"
+TLS_CERT_FILE_ENV = "BOOKINGCTL_TLS_CERT_FILE"
+TLS_KEY_FILE_ENV = "BOOKINGCTL_TLS_KEY_FILE"
+OTHER_WAYS = (
+    f"pass --admin-token-file PATH, or set {ADMIN_TOKEN_FILE_ENV} to a file holding the"
+    f" token or {ADMIN_TOKEN_ENV} to the token itself"
+)
 DEFAULT_JAEGER_URL = "http://localhost:16686"
 JAEGER_URL_ENV = "BOOKINGCTL_JAEGER_URL"
 NO_TRACE = "none: no trace context was recorded when the saga started, so there is no Jaeger link"
@@ -81,6 +94,72 @@ class SagaFilter:
     kind: str | None = None
     step: str | None = None
     min_age_seconds: int = 0
+
+
+class AdminTokenError(Exception):
+    """No usable admin token; the message says where bookingctl looked and how to give one."""
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    """The operators' bearer token and where it was found; the token never prints."""
+
+    value: str = field(repr=False)
+    # For messages: an option, a variable's name or a path, never the token itself.
+    source: str
+
+
+def find_admin_token(
+    option_file: Path | None, *, environ: Mapping[str, str], home: Path
+) -> AdminToken:
+    """The admin token: --admin-token-file, else BOOKINGCTL_ADMIN_TOKEN_FILE, else
+    BOOKINGCTL_ADMIN_TOKEN, else the file `bookingctl up` keeps under `home`.
+
+    AdminTokenError says where it looked and how else to give one.
+    """
+    if option_file is not None:
+        return _token_file(option_file, source="--admin-token-file")
+    if environ.get(ADMIN_TOKEN_FILE_ENV, "").strip():
+        return _token_file(Path(environ[ADMIN_TOKEN_FILE_ENV].strip()), source=ADMIN_TOKEN_FILE_ENV)
+    if environ.get(ADMIN_TOKEN_ENV, "").strip():
+        return AdminToken(environ[ADMIN_TOKEN_ENV].strip(), source=ADMIN_TOKEN_ENV)
+    return _token_file(admin_token_file(home), source="")
+
+
+def _token_file(path: Path, *, source: str) -> AdminToken:
+    """The token in `path`, named by `source` (an option or variable; "" for the default)."""
+    named = f" (from {source})" if source else ""
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        how = (
+            OTHER_WAYS
+            if source
+            else "`bookingctl up` writes it there on its first start (in $EVENTBOOKING_HOME,"
+            f" default ~/.local/share/eventbooking); or {OTHER_WAYS}"
+        )
+        raise AdminTokenError(f"no admin token: {path}{named} does not exist; {how}") from None
+    except OSError as err:
+        raise AdminTokenError(
+            f"cannot read the admin token file {path}{named}: {err.strerror or err}"
+        ) from None
+    if not value:
+        raise AdminTokenError(f"the admin token file {path}{named} is empty; {OTHER_WAYS}")
+    return AdminToken(value, source=f"{source} ({path})" if source else str(path))
+
+
+def tls_credentials(
+    ca_file: Path | None, *, cert_file: Path | None = None, key_file: Path | None = None
+) -> grpc.ChannelCredentials | None:
+    """TLS that verifies booking_svc against `ca_file`, presenting a client certificate if
+    given (for mutual TLS); None for plaintext."""
+    if ca_file is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes(),
+        private_key=key_file.read_bytes() if key_file else None,
+        certificate_chain=cert_file.read_bytes() if cert_file else None,
+    )
 
 
 def parse_duration(text: str) -> int:
@@ -189,12 +268,24 @@ def log_json(entries: Sequence[pb.SagaLogEntry]) -> list[LogEntryJson]:
 
 
 class SagaAdmin:
-    """SagaAdminService at one address; every call carries the same deadline."""
+    """SagaAdminService at one address; every call carries the admin token and one deadline."""
 
-    def __init__(self, address: str, *, timeout: float) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float,
+        token: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._channel = (
+            grpc.secure_channel(address, credentials)
+            if credentials
+            else grpc.insecure_channel(address)
+        )
         self._stub = booking_pb2_grpc.SagaAdminServiceStub(self._channel)
         self._timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),)
 
     def __enter__(self) -> SagaAdmin:
         return self
@@ -215,6 +306,7 @@ class SagaAdmin:
             reply = self._stub.ListSagas(
                 _list_request(wanted, size=min(MAX_PAGE_SIZE, limit - len(sagas)), token=token),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
             sagas.extend(reply.sagas)
             token = reply.next_page_token
@@ -222,15 +314,18 @@ class SagaAdmin:
                 return sagas[:limit], bool(token) or len(sagas) > limit
 
     def get_saga(self, saga_id: str) -> pb.GetSagaResponse:
-        return self._stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id), timeout=self._timeout)
+        return self._stub.GetSaga(
+            pb.GetSagaRequest(saga_id=saga_id), timeout=self._timeout, metadata=self._metadata
+        )
 
     def retry_saga(self, saga_id: str) -> pb.Saga:
         request = pb.RetrySagaRequest(saga_id=saga_id)
-        return self._stub.RetrySaga(request, timeout=self._timeout).saga
+        return self._stub.RetrySaga(request, timeout=self._timeout, metadata=self._metadata).saga
 
     def compensate_saga(self, saga_id: str) -> pb.Saga:
         request = pb.CompensateSagaRequest(saga_id=saga_id)
-        return self._stub.CompensateSaga(request, timeout=self._timeout).saga
+        reply = self._stub.CompensateSaga(request, timeout=self._timeout, metadata=self._metadata)
+        return reply.saga
 
 
 def _list_request(wanted: SagaFilter, *, size: int, token: str) -> pb.ListSagasRequest:
@@ -247,7 +342,14 @@ def _list_request(wanted: SagaFilter, *, size: int, token: str) -> pb.ListSagasR
     )
 
 
-def error_lines(err: grpc.RpcError, *, command: str, address: str, timeout: float) -> list[str]:
+def error_lines(
+    err: grpc.RpcError,
+    *,
+    command: str,
+    address: str,
+    timeout: float,
+    token_source: str = "",
+) -> list[str]:
     """What a failed call prints: `bookingctl saga <cmd>: <CODE>: <details>`, and a hint."""
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
@@ -259,6 +361,12 @@ def error_lines(err: grpc.RpcError, *, command: str, address: str, timeout: floa
         )
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         lines.append(f"hint: no answer within {timeout:g}s; raise --timeout.")
+    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        lines.append(
+            f"hint: booking_svc at {address} did not take the token from {token_source or '?'}"
+            " as its admin token; give the admin token of that deployment with"
+            f" --admin-token-file, {ADMIN_TOKEN_FILE_ENV} or {ADMIN_TOKEN_ENV}."
+        )
     return lines
 
 

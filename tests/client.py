@@ -1,12 +1,19 @@
 """A small synchronous client of the four services, for tests that drive real processes.
 
 It reads only the public APIs, so what it sees is what a user could check.
+Every call carries the token a real caller would send: the account's own
+API token for what concerns one account or its bookings (remembered from
+CreateAccount and CreateBooking), the admin token for CreateEvent, the
+SagaAdminService and anything that names no account, and none for
+CreateAccount. A call that sets its own `authorization` metadata keeps it.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +33,51 @@ SETTLED = frozenset(
     }
 )
 SAGA_DONE = frozenset({booking_pb2.SAGA_STATUS_COMPLETED, booking_pb2.SAGA_STATUS_COMPENSATED})
+PUBLIC_METHODS = frozenset({"/eventbooking.account.v1.AccountService/CreateAccount"})
+ADMIN_METHODS = frozenset({"/eventbooking.event.v1.EventService/CreateEvent"})
+ADMIN_SERVICES = ("/eventbooking.booking.v1.SagaAdminService/",)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """The metadata of a call made with `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Authorize(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` with the token `choose` picks for a call."""
+
+    def __init__(self, choose: Callable[[str, Any], str | None]) -> None:
+        self._choose = choose
+
+    def _with_token(self, details: grpc.ClientCallDetails, request: Any) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        token = self._choose(details.method, request)
+        if token is None or any(key == "authorization" for key, _ in metadata):
+            return details
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*metadata, *bearer(token)],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details, request), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details, request), request)
 
 
 def status_name(status: booking_pb2.BookingStatus.ValueType) -> str:
@@ -35,36 +87,74 @@ def status_name(status: booking_pb2.BookingStatus.ValueType) -> str:
 
 @dataclass
 class Client:
-    """Stubs over one channel per service; `booking_port` may point at any replica."""
+    """Stubs over one channel per service; `ports["booking_svc"]` may point at any replica.
+
+    `credentials` makes the channels TLS (mutual TLS with a client certificate).
+    """
 
     ports: dict[str, int]
+    admin_token: str = field(repr=False)
+    credentials: grpc.ChannelCredentials | None = None
+    # Account id -> its API token, and booking id -> its account; shared by `elsewhere`.
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    owners: dict[str, str] = field(default_factory=dict)
     channels: list[grpc.Channel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        authorize = _Authorize(self._token_for)
+
         def channel(module: str) -> grpc.Channel:
-            made = grpc.insecure_channel(f"127.0.0.1:{self.ports[module]}")
+            address = f"127.0.0.1:{self.ports[module]}"
+            made = (
+                grpc.secure_channel(address, self.credentials)
+                if self.credentials
+                else grpc.insecure_channel(address)
+            )
             self.channels.append(made)
-            return made
+            return grpc.intercept_channel(made, authorize)
 
         self.accounts = account_pb2_grpc.AccountServiceStub(channel("account_svc"))
         self.events = event_pb2_grpc.EventServiceStub(channel("event_svc"))
-        self.bookings = booking_pb2_grpc.BookingServiceStub(channel("booking_svc"))
-        self.admin = booking_pb2_grpc.SagaAdminServiceStub(self.channels[-1])
+        booking = channel("booking_svc")
+        self.bookings = booking_pb2_grpc.BookingServiceStub(booking)
+        self.admin = booking_pb2_grpc.SagaAdminServiceStub(booking)
         self.notifications = notification_pb2_grpc.NotificationServiceStub(
             channel("notification_svc")
+        )
+
+    def elsewhere(self, ports: dict[str, int]) -> Client:
+        """A client of other ports (another replica) that knows the same accounts and tokens."""
+        return Client(
+            ports, self.admin_token, self.credentials, tokens=self.tokens, owners=self.owners
         )
 
     def close(self) -> None:
         for made in self.channels:
             made.close()
 
+    def token(self, account_id: str) -> str:
+        """The API token CreateAccount gave `account_id`."""
+        return self.tokens[account_id]
+
+    def _token_for(self, method: str, request: Any) -> str | None:
+        if method in PUBLIC_METHODS:
+            return None
+        if method in ADMIN_METHODS or method.startswith(ADMIN_SERVICES):
+            return self.admin_token
+        account = getattr(request, "account_id", "") or self.owners.get(
+            getattr(request, "booking_id", ""), ""
+        )
+        # Events and bookings this client did not make are the operator's to look at.
+        return self.tokens.get(account, self.admin_token)
+
     def account(self, *, balance_cents: int) -> str:
-        """A new account holding `balance_cents`; returns its id."""
+        """A new account holding `balance_cents`; returns its id and keeps its token."""
         created = self.accounts.CreateAccount(
             account_pb2.CreateAccountRequest(email=unique_email(), display_name="Test"),
             timeout=10,
         )
         account_id: str = created.account.account_id
+        self.tokens[account_id] = created.api_token
         if balance_cents:
             self.accounts.Deposit(
                 account_pb2.DepositRequest(
@@ -102,6 +192,7 @@ class Client:
             ),
             timeout=10,
         )
+        self.owners[reply.booking.booking_id] = account_id
         return reply.booking
 
     def cancel(self, booking_id: str) -> booking_pb2.Booking:
@@ -146,10 +237,38 @@ class Client:
             time.sleep(0.1)
 
     def transactions(self, account_id: str) -> list[account_pb2.Transaction]:
-        reply = self.accounts.ListTransactions(
-            account_pb2.ListTransactionsRequest(account_id=account_id, page_size=500), timeout=10
+        """Every row of the account's ledger, newest first, through all pages."""
+        return list(self._ledger(account_id))
+
+    def _ledger(self, account_id: str) -> Iterator[account_pb2.Transaction]:
+        page = ""
+        while True:
+            reply = self.accounts.ListTransactions(
+                account_pb2.ListTransactionsRequest(
+                    account_id=account_id, page_size=500, page_token=page
+                ),
+                timeout=10,
+            )
+            yield from reply.transactions
+            page = reply.next_page_token
+            if not page:
+                return
+
+    def balance(self, account_id: str) -> int:
+        reply = self.accounts.GetAccount(
+            account_pb2.GetAccountRequest(account_id=account_id), timeout=10
         )
-        return list(reply.transactions)
+        balance: int = reply.account.balance_cents
+        return balance
+
+    def ledger_total(self, account_id: str) -> int:
+        """Deposits and refunds minus charges: what the balance must be."""
+        signs = {
+            account_pb2.TRANSACTION_KIND_DEPOSIT: 1,
+            account_pb2.TRANSACTION_KIND_REFUND: 1,
+            account_pb2.TRANSACTION_KIND_CHARGE: -1,
+        }
+        return sum(signs.get(t.kind, 0) * t.amount_cents for t in self._ledger(account_id))
 
     def net_charged(self, account_id: str) -> int:
         """Charges minus refunds of an account, in cents."""

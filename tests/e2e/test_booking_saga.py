@@ -10,6 +10,7 @@ import pytest
 
 from eventbooking.booking.v1 import booking_pb2
 from tests.client import Client, status_name
+from tests.e2e.conftest import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -17,8 +18,8 @@ PRICE = 2500
 
 
 @pytest.fixture(scope="module")
-def client(system: dict[str, int]) -> Iterator[Client]:
-    made = Client(system)
+def client(system: System) -> Iterator[Client]:
+    made = Client(system.ports, system.admin_token)
     yield made
     made.close()
 
@@ -207,6 +208,8 @@ def test_watch_streams_the_booking_until_it_is_settled(client: Client) -> None:
 def test_bad_requests_are_invalid_arguments_that_say_why(
     client: Client, request_: booking_pb2.CreateBookingRequest, message: str
 ) -> None:
+    # These name no account of the client's, so it sends the admin token, which may book
+    # for any account: what is refused is the request itself.
     with pytest.raises(grpc.RpcError) as refused:
         client.bookings.CreateBooking(request_, timeout=10)
 

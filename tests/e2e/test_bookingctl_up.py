@@ -1,4 +1,5 @@
-"""`bookingctl up` as a user runs it: start, refuse a second run, stop on Ctrl-C, keep data."""
+"""`bookingctl up` as a user runs it: start, refuse a second run, stop on Ctrl-C, keep data
+and secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -62,6 +64,29 @@ def start_up(
     return process, json.loads(line)
 
 
+def start_up_text(home: Path, args: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """Run `bookingctl up` for people and read what it prints until it says how to stop."""
+    process = subprocess.Popen(
+        [str(BOOKINGCTL), "up", "--home", str(home), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or "stop: Ctrl-C" not in lines[-1]:
+        line = process.stdout.readline()
+        if not line:
+            process.wait()
+            pytest.fail(f"bookingctl up exited {process.returncode}: {lines}")
+        lines.append(line.rstrip("\n"))
+    return process, lines
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def interrupt(process: subprocess.Popen[str]) -> tuple[int, str]:
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
@@ -89,7 +114,7 @@ def test_up_serves_every_service_then_stops_cleanly_and_keeps_data(
     home, ports, pg_port = layout
     process, where = start_up(home, port_args(ports, pg_port), env=without_otel())
     try:
-        assert set(where) == {"PostgreSQL", *ports}
+        assert set(where) == {"PostgreSQL", "admin_token_file", *ports}
         environ = service_environ(home)
         for spec in SERVICES:
             assert where[spec.module]["metrics_port"] == 0
@@ -102,7 +127,7 @@ def test_up_serves_every_service_then_stops_cleanly_and_keeps_data(
             assert "grpc.reflection.v1alpha.ServerReflection" in listed.stdout
             assert module.removesuffix("_svc").capitalize() in listed.stdout
         email = unique_email()
-        created = grpcurl.call(
+        created: Any = grpcurl.call(
             ports["account_svc"],
             "eventbooking.account.v1.AccountService/CreateAccount",
             {"email": email, "display_name": "Kept"},
@@ -118,18 +143,54 @@ def test_up_serves_every_service_then_stops_cleanly_and_keeps_data(
             or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
         )
     assert not (home / "up.json").exists()
+    admin_token = (home / "secrets" / "admin_token").read_text()
 
-    process, _ = start_up(home, port_args(ports, pg_port))
+    process, lines = start_up_text(home, port_args(ports, pg_port))
     try:
         account_id = created["account"]["account_id"]
-        again = grpcurl.call(
+        # The account's token outlives the restart: only its hash is stored, in the database.
+        again: Any = grpcurl.call(
             ports["account_svc"],
             "eventbooking.account.v1.AccountService/GetAccount",
             {"account_id": account_id},
+            token=created["api_token"],
         )
         assert again["account"]["email"] == email
     finally:
         interrupt(process)
+    assert (home / "secrets" / "admin_token").read_text() == admin_token, "a restart made a new one"
+    assert f"  admin token: {home}/secrets/admin_token (`bookingctl saga` reads it)" in lines
+    assert not [line for line in lines if line.startswith("created ")]
+
+
+def test_the_first_up_makes_owner_only_secrets_and_gives_services_their_paths(
+    layout: tuple[Path, dict[str, int], int],
+) -> None:
+    home, ports, pg_port = layout
+    process, lines = start_up_text(home, port_args(ports, pg_port))
+    try:
+        environ = service_environ(home)
+        recorded = (home / "up.json").read_text()
+    finally:
+        interrupt(process)
+    secrets_dir = home / "secrets"
+    admin, credential = secrets_dir / "admin_token", secrets_dir / "service_credential"
+    assert f"created admin_token and service_credential in {secrets_dir}" in lines
+    assert (mode(secrets_dir), mode(admin), mode(credential)) == (0o700, 0o600, 0o600)
+    secrets = [admin.read_text().strip(), credential.read_text().strip()]
+    assert all(len(secret) >= 32 for secret in secrets)
+    assert secrets[0] != secrets[1]
+    for spec in SERVICES:
+        env = environ[spec.module]
+        assert env[f"{spec.env_prefix}ADMIN_TOKEN_FILE"] == str(admin)
+        assert env[f"{spec.env_prefix}SERVICE_CREDENTIAL_FILE"] == str(credential)
+        # The paths, never the secrets, are in each process's environment.
+        assert not [k for k, v in env.items() if any(secret in v for secret in secrets)]
+    for module in ("event_svc", "notification_svc", "booking_svc"):
+        prefix = module.upper() + "_"
+        assert environ[module][f"{prefix}ACCOUNT_ADDRESS"] == f"127.0.0.1:{ports['account_svc']}"
+    printed = "\n".join(lines) + recorded
+    assert not [secret for secret in secrets if secret in printed]
 
 
 def test_a_second_up_and_a_busy_port_get_one_line_each(

@@ -1,4 +1,8 @@
-"""The services as real processes: reflection, health, a booking and statuses through grpcurl."""
+"""The services as real processes: reflection, health, a booking and statuses through grpcurl.
+
+Calls carry the token a real caller would: an account's own API token, the
+admin token for CreateEvent, the service credential for participant RPCs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import unique_email
-from tests.e2e.conftest import Grpcurl
+from tests.e2e.conftest import Grpcurl, System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -20,9 +24,23 @@ NOTIFICATION = "eventbooking.notification.v1.NotificationService"
 BOOKING_STEPS = ["reserve_seats", "charge_account", "confirm_seats", "notify"]
 
 
-def call(grpcurl: Grpcurl, port: int, method: str, body: dict[str, object]) -> dict[str, Any]:
+def call(
+    grpcurl: Grpcurl, port: int, method: str, body: dict[str, object], *, token: str | None
+) -> dict[str, Any]:
     """grpcurl's JSON reply, typed loosely enough for a test to index into."""
-    return grpcurl.call(port, method, body)
+    return grpcurl.call(port, method, body, token=token)
+
+
+def new_account(grpcurl: Grpcurl, system: System, name: str) -> tuple[str, str]:
+    """A fresh account: its id and the API token CreateAccount returned once."""
+    created = call(
+        grpcurl,
+        system["account_svc"],
+        f"{ACCOUNT}/CreateAccount",
+        {"email": unique_email(), "display_name": name},
+        token=None,
+    )
+    return created["account"]["account_id"], created["api_token"]
 
 
 @pytest.mark.parametrize(
@@ -35,7 +53,7 @@ def call(grpcurl: Grpcurl, port: int, method: str, body: dict[str, object]) -> d
     ],
 )
 def test_list_shows_the_service_health_and_reflection(
-    system: dict[str, int], grpcurl: Grpcurl, module: str, services: list[str]
+    system: System, grpcurl: Grpcurl, module: str, services: list[str]
 ) -> None:
     result = grpcurl.run("-plaintext", f"localhost:{system[module]}", "list")
     assert result.returncode == 0, result.stderr
@@ -49,13 +67,17 @@ def test_list_shows_the_service_health_and_reflection(
         assert health == {"status": "SERVING"}
 
 
-def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: Grpcurl) -> None:
+def test_by_hand_booking_moves_seats_and_money(system: System, grpcurl: Grpcurl) -> None:
     acc, ev = system["account_svc"], system["event_svc"]
-    account = call(
-        grpcurl, acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Lin"}
+    service = system.service_credential()
+    account_id, token = new_account(grpcurl, system, "Lin")
+    call(
+        grpcurl,
+        acc,
+        f"{ACCOUNT}/Deposit",
+        {"account_id": account_id, "amount_cents": 3000},
+        token=token,
     )
-    account_id = account["account"]["account_id"]
-    call(grpcurl, acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 3000})
     event = call(
         grpcurl,
         ev,
@@ -67,6 +89,7 @@ def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: 
             "capacity": 5,
             "price_cents": 1000,
         },
+        token=system.admin_token,
     )
     event_id = event["event"]["event_id"]
     reservation_id = str(uuid.uuid4())
@@ -79,33 +102,38 @@ def test_by_hand_booking_moves_seats_and_money(system: dict[str, int], grpcurl: 
             "event_id": event_id,
             "quantity": 2,
         },
+        token=service,
     )
     assert held["reservation"]["status"] == "RESERVATION_STATUS_HELD"
-    charged = call(
-        grpcurl,
-        acc,
-        f"{ACCOUNT}/Charge",
-        {
-            "account_id": account_id,
-            "amount_cents": 2000,
-            "idempotency_key": reservation_id,
-        },
-    )
+    charge = {"account_id": account_id, "amount_cents": 2000, "idempotency_key": reservation_id}
+    # Participant RPCs are for the services: the account's own token may not charge it.
+    refused = grpcurl.fail(acc, f"{ACCOUNT}/Charge", charge, token=token)
+    assert "Code: PermissionDenied" in refused
+    charged = call(grpcurl, acc, f"{ACCOUNT}/Charge", charge, token=service)
     assert charged["balance_cents"] == "1000"  # int64 is a string in JSON
-    call(grpcurl, ev, f"{EVENT}/ConfirmReservation", {"reservation_id": reservation_id})
-    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id})["event"]
+    call(
+        grpcurl,
+        ev,
+        f"{EVENT}/ConfirmReservation",
+        {"reservation_id": reservation_id},
+        token=service,
+    )
+    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id}, token=token)["event"]
     assert (seats["available_seats"], seats.get("held_seats", 0), seats["sold_seats"]) == (3, 0, 2)
 
 
 def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sold(
-    system: dict[str, int], grpcurl: Grpcurl
+    system: System, grpcurl: Grpcurl
 ) -> None:
     acc, ev, book = system["account_svc"], system["event_svc"], system["booking_svc"]
-    account = call(
-        grpcurl, acc, f"{ACCOUNT}/CreateAccount", {"email": unique_email(), "display_name": "Ida"}
+    account_id, token = new_account(grpcurl, system, "Ida")
+    call(
+        grpcurl,
+        acc,
+        f"{ACCOUNT}/Deposit",
+        {"account_id": account_id, "amount_cents": 5000},
+        token=token,
     )
-    account_id = account["account"]["account_id"]
-    call(grpcurl, acc, f"{ACCOUNT}/Deposit", {"account_id": account_id, "amount_cents": 5000})
     event = call(
         grpcurl,
         ev,
@@ -117,6 +145,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "capacity": 4,
             "price_cents": 1200,
         },
+        token=system.admin_token,
     )
     event_id = event["event"]["event_id"]
     request = {
@@ -127,22 +156,28 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
         "wait_for_outcome": True,
     }
 
-    booking = call(grpcurl, book, f"{BOOKING}/CreateBooking", request)["booking"]
-    again = call(grpcurl, book, f"{BOOKING}/CreateBooking", request)["booking"]
+    booking = call(grpcurl, book, f"{BOOKING}/CreateBooking", request, token=token)["booking"]
+    again = call(grpcurl, book, f"{BOOKING}/CreateBooking", request, token=token)["booking"]
 
     assert booking["status"] == "BOOKING_STATUS_CONFIRMED", booking
     assert booking["amount_cents"] == "3600"  # int64 is a string in JSON
     assert (again["booking_id"], again["status"]) == (booking["booking_id"], booking["status"])
-    ledger = call(grpcurl, acc, f"{ACCOUNT}/ListTransactions", {"account_id": account_id})
+    ledger = call(
+        grpcurl, acc, f"{ACCOUNT}/ListTransactions", {"account_id": account_id}, token=token
+    )
     charges = [t for t in ledger["transactions"] if t["kind"] == "TRANSACTION_KIND_CHARGE"]
     assert [c["amount_cents"] for c in charges] == ["3600"]
     assert charges[0]["reference"] == booking["booking_id"]
-    balance = call(grpcurl, acc, f"{ACCOUNT}/GetAccount", {"account_id": account_id})
+    balance = call(grpcurl, acc, f"{ACCOUNT}/GetAccount", {"account_id": account_id}, token=token)
     assert balance["account"]["balance_cents"] == "1400"
-    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id})["event"]
+    seats = call(grpcurl, ev, f"{EVENT}/GetEvent", {"event_id": event_id}, token=token)["event"]
     assert (seats["available_seats"], seats.get("held_seats", 0), seats["sold_seats"]) == (1, 0, 3)
     history = call(
-        grpcurl, book, f"{BOOKING}/GetBookingHistory", {"booking_id": booking["booking_id"]}
+        grpcurl,
+        book,
+        f"{BOOKING}/GetBookingHistory",
+        {"booking_id": booking["booking_id"]},
+        token=token,
     )
     assert history["saga_status"] == "SAGA_STATUS_COMPLETED"
     entries = history["entries"]
@@ -156,12 +191,13 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
 
 
 @pytest.mark.parametrize(
-    ("module", "method", "body", "code", "message"),
+    ("module", "method", "body", "caller", "code", "message"),
     [
         (
             "account_svc",
             f"{ACCOUNT}/GetAccount",
             {"account_id": "x"},
+            "account",
             "InvalidArgument",
             "account_id must be a UUID",
         ),
@@ -169,6 +205,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "account_svc",
             f"{ACCOUNT}/GetAccount",
             {"account_id": str(uuid.uuid4())},
+            "admin",
             "NotFound",
             "does not exist",
         ),
@@ -176,6 +213,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "account_svc",
             f"{ACCOUNT}/Deposit",
             {"account_id": str(uuid.uuid4()), "amount_cents": -1},
+            "admin",
             "InvalidArgument",
             "amount_cents must be between",
         ),
@@ -183,6 +221,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "account_svc",
             f"{ACCOUNT}/CreateAccount",
             {"email": "a@b.co", "display_name": "x" * 1_000_000},
+            None,
             "InvalidArgument",
             "display_name is 1000000 characters long",
         ),
@@ -190,6 +229,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "event_svc",
             f"{EVENT}/GetEvent",
             {"event_id": ""},
+            "account",
             "InvalidArgument",
             "event_id is required",
         ),
@@ -201,6 +241,7 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
                 "event_id": str(uuid.uuid4()),
                 "quantity": 1_000_000_000,
             },
+            "service",
             "InvalidArgument",
             "quantity",
         ),
@@ -208,26 +249,34 @@ def test_a_booking_through_the_booking_service_is_confirmed_charged_once_and_sol
             "notification_svc",
             f"{NOTIFICATION}/SendNotification",
             {"idempotency_key": ""},
+            "service",
             "InvalidArgument",
             "idempotency_key",
         ),
     ],
 )
 def test_bad_input_gets_a_status_and_a_readable_message(
-    system: dict[str, int],
+    system: System,
     grpcurl: Grpcurl,
     module: str,
     method: str,
     body: dict[str, object],
+    caller: str | None,
     code: str,
     message: str,
 ) -> None:
-    error = grpcurl.fail(system[module], method, body)
+    tokens = {
+        None: None,
+        "admin": system.admin_token,
+        "service": system.service_credential(),
+    }
+    token = new_account(grpcurl, system, "Bad")[1] if caller == "account" else tokens[caller]
+    error = grpcurl.fail(system[module], method, body, token=token)
     assert f"Code: {code}" in error
     assert message in error
 
 
-def test_a_duplicate_email_is_already_exists(system: dict[str, int], grpcurl: Grpcurl) -> None:
+def test_a_duplicate_email_is_already_exists(system: System, grpcurl: Grpcurl) -> None:
     body: dict[str, object] = {"email": unique_email(), "display_name": "Dup"}
     grpcurl.call(system["account_svc"], f"{ACCOUNT}/CreateAccount", body)
     error = grpcurl.fail(system["account_svc"], f"{ACCOUNT}/CreateAccount", body)

@@ -28,6 +28,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
 
 @pytest.fixture(scope="module")
 def client(live: LocalSystem) -> Iterator[Client]:
-    made = Client(live.ports)
+    made = Client(live.ports, live.admin_token())
     yield made
     made.close()

@@ -49,8 +49,9 @@ def replicas(live: LocalSystem) -> Iterator[tuple[Client, Client, subprocess.Pop
         b = subprocess.Popen([sys.executable, "-m", "booking_svc"], env=env, stdout=log, stderr=log)
     try:
         assert wait_healthy(port_b, timeout=60, alive=lambda: b.poll() is None)
-        a_client = Client(live.ports)
-        b_client = Client({**live.ports, "booking_svc": port_b})
+        a_client = Client(live.ports, live.admin_token())
+        # B knows the accounts A made and the other way round, as one user's app would.
+        b_client = a_client.elsewhere({**live.ports, "booking_svc": port_b})
         yield a_client, b_client, b
         a_client.close()
         b_client.close()

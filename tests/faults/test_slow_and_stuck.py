@@ -58,6 +58,8 @@ def _bookingctl(live: LocalSystem, *args: str) -> dict[str, Any]:
             *args,
             "--address",
             f"localhost:{live.ports['booking_svc']}",
+            "--admin-token-file",
+            str(live.admin_token_file),
             "--json",
         ],
         capture_output=True,

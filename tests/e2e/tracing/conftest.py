@@ -63,6 +63,6 @@ def live(
 
 @pytest.fixture(scope="module")
 def client(live: LocalSystem) -> Iterator[Client]:
-    made = Client(live.ports)
+    made = Client(live.ports, live.admin_token())
     yield made
     made.close()

@@ -29,7 +29,7 @@ def test_each_secret_is_required(monkeypatch: pytest.MonkeyPatch, missing: str) 
     for name, value in (("admin_token", ADMIN_TOKEN), ("service_credential", SERVICE_CREDENTIAL)):
         if name != missing:
             monkeypatch.setenv(f"ACCOUNT_SVC_{name.upper()}", value)
-    with pytest.raises(ValidationError, match=f"{missing}: set {missing}_file"):
+    with pytest.raises(ValidationError, match=f"set ACCOUNT_SVC_{missing.upper()}_FILE"):
         Settings()
 
 
