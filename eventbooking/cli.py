@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from eventbooking.local import (
     DEFAULT_PG_PORT,
     SERVICES,
     LocalSystem,
+    TlsFiles,
     UpError,
     default_home,
     option_name,
@@ -66,6 +68,33 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return url
 
 
+def _tls_options(fn: click.decorators.FC, *, ca: str, cert: str) -> click.decorators.FC:
+    """--tls-ca-file, --tls-cert-file and --tls-key-file, from BOOKINGCTL_TLS_* by default."""
+    existing = click.Path(exists=True, dir_okay=False, path_type=Path)
+    fn = click.option(
+        "--tls-key-file",
+        type=existing,
+        envvar=sagactl.TLS_KEY_FILE_ENV,
+        show_envvar=True,
+        help="PEM key of --tls-cert-file",
+    )(fn)
+    fn = click.option(
+        "--tls-cert-file",
+        type=existing,
+        envvar=sagactl.TLS_CERT_FILE_ENV,
+        show_envvar=True,
+        help=cert,
+    )(fn)
+    return click.option(
+        "--tls-ca-file", type=existing, envvar=sagactl.TLS_CA_FILE_ENV, show_envvar=True, help=ca
+    )(fn)
+
+
+def _tls_pair(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+
+
 @main.command()
 @click.option(
     "--home",
@@ -91,8 +120,23 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="export every service's traces over OTLP/gRPC to URL, e.g. http://localhost:4317",
 )
 @click.option("--json", "as_json", is_flag=True, help="print what runs where as one JSON line")
+@functools.partial(
+    _tls_options,
+    ca=(
+        "PEM CA of services started with <PREFIX>TLS_CERT_FILE set: `up` checks their"
+        " health over TLS verified against it"
+    ),
+    cert="PEM client certificate for those health checks, when the services want mutual TLS",
+)
 def up(
-    home: Path | None, pg_port: int, otlp_endpoint: str | None, as_json: bool, **ports: int
+    home: Path | None,
+    pg_port: int,
+    otlp_endpoint: str | None,
+    as_json: bool,
+    tls_ca_file: Path | None,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
+    **ports: int,
 ) -> None:
     """Start PostgreSQL and every service in the foreground; Ctrl-C stops them all.
 
@@ -102,8 +146,10 @@ def up(
 
     The first start writes the admin token and the service credential to
     HOME/secrets/, readable by you only; `bookingctl saga` reads the admin
-    token from there. See docs/security.md.
+    token from there. Services given <PREFIX>TLS_* variables serve TLS; then
+    --tls-ca-file says how to check them. See docs/security.md.
     """
+    _tls_pair(tls_cert_file, tls_key_file)
     names = {spec.module: spec.module.removesuffix("_svc") for spec in SERVICES}
     by_module = {module: ports[f"{name}_port"] for module, name in names.items()}
     metrics = {module: ports[f"{name}_metrics_port"] for module, name in names.items()}
@@ -115,6 +161,7 @@ def up(
         echo=echo,
         metrics_ports=metrics,
         otlp_endpoint=otlp_endpoint,
+        tls=TlsFiles(tls_ca_file, tls_cert_file, tls_key_file) if tls_ca_file else None,
     )
     try:
         system.start()
@@ -157,7 +204,12 @@ def _echo_where(system: LocalSystem, *, as_json: bool) -> None:
         click.echo(f"  traces: OTLP to {system.otlp_endpoint}")
     # Where the token is, never the token: this output ends up in terminals and logs.
     click.echo(f"  admin token: {system.admin_token_file} (`bookingctl saga` reads it)")
-    click.echo(f"  try:  grpcurl -plaintext localhost:{system.ports['account_svc']} list")
+    transport = "-plaintext"
+    if system.tls:
+        transport = f"-cacert {system.tls.ca}"
+        if system.tls.cert and system.tls.key:
+            transport += f" -cert {system.tls.cert} -key {system.tls.key}"
+    click.echo(f"  try:  grpcurl {transport} localhost:{system.ports['account_svc']} list")
     click.echo("  stop: Ctrl-C")
 
 
@@ -189,28 +241,11 @@ def _admin_options(fn: click.decorators.FC) -> click.decorators.FC:
     All but --json reach the command as keyword arguments it hands to `_admin` unread.
     """
     fn = click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")(fn)
-    existing = click.Path(exists=True, dir_okay=False, path_type=Path)
-    fn = click.option(
-        "--tls-key-file",
-        type=existing,
-        envvar=sagactl.TLS_KEY_FILE_ENV,
-        show_envvar=True,
-        help="PEM key of --tls-cert-file",
-    )(fn)
-    fn = click.option(
-        "--tls-cert-file",
-        type=existing,
-        envvar=sagactl.TLS_CERT_FILE_ENV,
-        show_envvar=True,
-        help="PEM client certificate, for a booking_svc that requires mutual TLS",
-    )(fn)
-    fn = click.option(
-        "--tls-ca-file",
-        type=existing,
-        envvar=sagactl.TLS_CA_FILE_ENV,
-        show_envvar=True,
-        help="PEM CA to verify booking_svc against; talks TLS when given, plaintext otherwise",
-    )(fn)
+    fn = _tls_options(
+        fn,
+        ca="PEM CA to verify booking_svc against; talks TLS when given, plaintext otherwise",
+        cert="PEM client certificate, for a booking_svc that requires mutual TLS",
+    )
     fn = click.option(
         "--admin-token-file",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -249,8 +284,7 @@ def _admin(connection: dict[str, Any]) -> Iterator[SagaAdmin]:
     timeout: float = connection["timeout"]
     cert: Path | None = connection["tls_cert_file"]
     key: Path | None = connection["tls_key_file"]
-    if (cert is None) != (key is None):
-        raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+    _tls_pair(cert, key)
     try:
         token = sagactl.find_admin_token(
             connection["admin_token_file"], environ=os.environ, home=default_home()

@@ -422,7 +422,8 @@ class LocalSystem:
         if run.tls and self.tls is None:
             raise UpError(
                 f"{run.spec.module} serves TLS ({run.spec.env_prefix}TLS_CERT_FILE is set), and"
-                " this runner has no CA to check its health with; unset the TLS_* variables"
+                " there is no CA to check its health with: give `bookingctl up` --tls-ca-file"
+                " (or BOOKINGCTL_TLS_CA_FILE), or unset the service's TLS_* variables"
             )
         tls = self.tls if run.tls else None
         if not wait_healthy(run.port, timeout=self.health_timeout, alive=run.alive, tls=tls):

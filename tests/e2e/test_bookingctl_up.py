@@ -20,6 +20,7 @@ from eventbooking.local import SERVICES
 from eventbooking.localpg import free_port
 from tests.conftest import unique_email
 from tests.e2e.conftest import Grpcurl
+from tests.e2e.security.certs import Authority
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -356,3 +357,42 @@ def test_a_service_that_cannot_start_is_reported(layout: tuple[Path, dict[str, i
     assert "EVENT_SVC_LOG_LEVEL" in result.stderr
     assert time.monotonic() - started < 60
     assert not (home / "up.json").exists()
+
+
+def test_up_runs_services_that_serve_mutual_tls_and_checks_them_over_it(
+    layout: tuple[Path, dict[str, int], int], tmp_path: Path, grpcurl: Grpcurl
+) -> None:
+    home, ports, pg_port = layout
+    authority = Authority(tmp_path / "ca")
+    served = authority.issue("localhost")
+    env = dict(without_otel())
+    for spec in SERVICES:
+        env[f"{spec.env_prefix}TLS_CERT_FILE"] = str(served.cert)
+        env[f"{spec.env_prefix}TLS_KEY_FILE"] = str(served.key)
+        env[f"{spec.env_prefix}TLS_CA_FILE"] = str(authority.cert)
+        env[f"{spec.env_prefix}TLS_CLIENT_CA_FILE"] = str(authority.cert)
+
+    refused = subprocess.run(
+        [str(BOOKINGCTL), "up", "--home", str(home), *port_args(ports, pg_port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert refused.returncode == 1
+    assert "serves TLS (ACCOUNT_SVC_TLS_CERT_FILE is set)" in refused.stderr
+    assert "--tls-ca-file" in refused.stderr
+
+    env["BOOKINGCTL_TLS_CA_FILE"] = str(authority.cert)
+    env["BOOKINGCTL_TLS_CERT_FILE"] = str(served.cert)
+    env["BOOKINGCTL_TLS_KEY_FILE"] = str(served.key)
+    process, where = start_up(home, port_args(ports, pg_port), env=env)
+    try:
+        assert set(where) == {"PostgreSQL", "admin_token_file", *ports}
+        tls = ["-cacert", str(authority.cert), "-cert", str(served.cert), "-key", str(served.key)]
+        for port in ports.values():
+            assert grpcurl.run(*tls, f"localhost:{port}", "list").returncode == 0
+            assert grpcurl.run("-plaintext", f"localhost:{port}", "list").returncode != 0
+    finally:
+        code, _ = interrupt(process)
+    assert code == 0

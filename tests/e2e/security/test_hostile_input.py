@@ -114,7 +114,7 @@ def _requests(descriptor: Descriptor, world: World) -> st.SearchStrategy[dict[st
     fields = {
         f.name: _field_values(f, world)
         for f in descriptor.fields
-        if f.label != FieldDescriptor.LABEL_REPEATED
+        if not f.is_repeated
     }
     return st.fixed_dictionaries({}, optional=fields)
 
