@@ -111,11 +111,7 @@ def _field_values(field: FieldDescriptor, world: World) -> st.SearchStrategy[Any
 
 
 def _requests(descriptor: Descriptor, world: World) -> st.SearchStrategy[dict[str, Any]]:
-    fields = {
-        f.name: _field_values(f, world)
-        for f in descriptor.fields
-        if not f.is_repeated
-    }
+    fields = {f.name: _field_values(f, world) for f in descriptor.fields if not f.is_repeated}
     return st.fixed_dictionaries({}, optional=fields)
 
 
