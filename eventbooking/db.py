@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventbooking.settings import DatabaseSettings
@@ -34,10 +35,27 @@ def sqlalchemy_url(database_url: str, *, driver: str = "psycopg") -> str:
     raise ValueError("database_url must start with postgresql://")
 
 
-def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def url_for(settings: DatabaseSettings) -> URL:
+    """The URL of a service's database, with the password from its file when one is named.
+
+    A URL object, not a string: SQLAlchemy masks its password whenever it is
+    printed, so the password cannot reach a log line or an error message.
+    """
+    url = make_url(sqlalchemy_url(settings.database_url))
+    password = settings.database_password()
+    return url if password is None else url.set(password=password)
+
+
+def _as_url(database_url: str | URL) -> str | URL:
+    return database_url if isinstance(database_url, URL) else sqlalchemy_url(database_url)
+
+
+def create_engine(
+    database_url: str | URL, *, pool_size: int = 10, max_overflow: int = 10
+) -> AsyncEngine:
     """An asyncio engine over psycopg 3 with a bounded pool."""
     return create_async_engine(
-        sqlalchemy_url(database_url),
+        _as_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         # A restarted database leaves dead connections in the pool; test them on checkout.
@@ -49,7 +67,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int =
 def engine_for(settings: DatabaseSettings) -> AsyncEngine:
     """The engine a service's settings describe."""
     return create_engine(
-        settings.database_url,
+        url_for(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
@@ -63,17 +81,17 @@ def migration_step(
     async def migrate() -> None:
         if settings.run_migrations:
             await asyncio.to_thread(
-                upgrade, settings.database_url, migrations=migrations, version_table=version_table
+                upgrade, url_for(settings), migrations=migrations, version_table=version_table
             )
 
     return migrate
 
 
-def upgrade(database_url: str, *, migrations: Path, version_table: str) -> None:
+def upgrade(database_url: str | URL, *, migrations: Path, version_table: str) -> None:
     """Bring the schema to the newest revision; replicas starting together take turns."""
     config = Config()
     config.set_main_option("script_location", str(migrations))
-    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_as_url(database_url), poolclass=sa.pool.NullPool)
     lock_id = zlib.crc32(version_table.encode())
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})

@@ -89,12 +89,43 @@ class ServiceSettings(BaseSettings):
 
 
 class DatabaseSettings(ServiceSettings):
-    """A service that owns a PostgreSQL database."""
+    """A service that owns a PostgreSQL database.
 
-    database_url: str = Field(description="postgresql://user:password@host:port/database")
+    The password may come from `database_password_file` instead of the URL,
+    so that a deployment keeps it out of the environment; it is read when
+    the engine is built and never kept on the settings object.
+    """
+
+    database_url: str = Field(description="postgresql://user[:password]@host:port/database")
+    database_password_file: Path | None = Field(
+        None, description="file holding the database password; replaces any password in the URL"
+    )
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     run_migrations: bool = Field(True, description="upgrade the schema before serving")
+
+    @model_validator(mode="after")
+    def _password_readable(self) -> Self:
+        if self.database_password_file is not None:
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            variable = f"{prefix}DATABASE_PASSWORD_FILE"
+            try:
+                self.database_password()
+            except OSError as err:
+                raise ValueError(f"{variable} cannot be read: {err.strerror}") from None
+            except ValueError:
+                raise ValueError(f"{variable} names an empty file") from None
+        return self
+
+    def database_password(self) -> str | None:
+        """The password from `database_password_file`, or None to use the URL's own."""
+        if self.database_password_file is None:
+            return None
+        # Trailing newlines only, as PostgreSQL's image reads POSTGRES_PASSWORD_FILE.
+        value = self.database_password_file.read_text().rstrip("\n")
+        if not value:
+            raise ValueError("the database password file is empty")
+        return value
 
 
 S = TypeVar("S", bound=BaseSettings)
