@@ -1,8 +1,9 @@
 """Server scaffolding shared by every service.
 
-`create_server` builds a grpc.aio server with tracing, RPC metrics and the
-error interceptor, the standard health service and reflection, bound to the
-configured port (0 for tests). `serve` runs one: it exposes the Prometheus
+`create_server` builds a grpc.aio server with tracing, RPC metrics, the
+error interceptor, the access checks and fault injection, the standard
+health service, reflection and the FaultService, bound to the configured
+port (0 for tests). `serve` runs one: it exposes the Prometheus
 metrics, reports NOT_SERVING until `startup` (migrations) has finished, then
 SERVING, stops gracefully on SIGTERM or SIGINT, and flushes the spans last.
 """
@@ -22,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from eventbooking import auth, logs, metrics, telemetry
+from eventbooking import auth, fault_injection, logs, metrics, telemetry
 from eventbooking.interceptors import ErrorInterceptor
 from eventbooking.settings import ServiceSettings, load
 
@@ -55,6 +56,24 @@ class Lifecycle:
     token_lookup: auth.TokenLookup | None = None
 
 
+# Every server has the FaultService; changing a server's faults is the operators' business.
+FAULT_ACCESS: Mapping[str, auth.Access] = {
+    f"/{fault_injection.SERVICE_NAME}/{method}": auth.Access.ADMIN
+    for method in ("SetFaults", "ListFaults", "ClearFaults")
+}
+
+
+def fault_injector(settings: ServiceSettings) -> fault_injection.Injector:
+    """The faults of a server, from its settings (validated when they were loaded)."""
+    prefix = str(settings.model_config.get("env_prefix", "")).upper()
+    return fault_injection.Injector(
+        settings.fault_plan(),
+        service_name=settings.service_name,
+        control=settings.fault_control,
+        control_variable=f"{prefix}FAULT_CONTROL",
+    )
+
+
 class PortInUse(RuntimeError):
     """The server could not bind its port."""
 
@@ -66,11 +85,14 @@ def create_server(
     health: HealthServicer,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     authenticate: auth.AuthInterceptor | None = None,
+    faults: fault_injection.Injector | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build a server with `services`, health and reflection; return it and its bound port.
 
     `serve` always passes `authenticate`; only tests of a servicer alone leave it out.
+    `faults` defaults to the rules of `settings`; the FaultService changes them at runtime.
     """
+    injector = fault_injector(settings) if faults is None else faults
     server = grpc.aio.server(
         # grpc.aio runs the first interceptor outermost: the span covers the whole call, and
         # the metrics see the status that the error interceptor, innermost, mapped errors to.
@@ -81,6 +103,9 @@ def create_server(
             ErrorInterceptor(),
             # Inside the error mapping, so a refused token becomes its status code.
             *([authenticate] if authenticate else []),
+            # Innermost: only admitted calls are faulted, and an injected error or a lost
+            # reply is an abort the metrics count by its code.
+            injector.interceptor(),
         ],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -91,11 +116,14 @@ def create_server(
     )
     for service in services:
         service.register(server)
+    fault_injection.register(injector)(server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [s.name for s in services]
     reflection.enable_server_reflection(
         [
             *names,
+            # Listed only where it works, so a production `grpcurl list` shows no test tool.
+            *([fault_injection.SERVICE_NAME] if injector.control else []),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],
@@ -129,6 +157,7 @@ def authenticator(
 ) -> auth.AuthInterceptor:
     """The access checks of a server: its services' tables, with the deployment's secrets."""
     policy = {method: access for s in services for method, access in s.access.items()}
+    policy |= FAULT_ACCESS
     return auth.AuthInterceptor(
         auth.Authenticator(
             admin_token=settings.secret("admin_token"),

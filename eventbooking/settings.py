@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventbooking import fault_injection
 
 
 class ServiceSettings(BaseSettings):
@@ -53,6 +55,28 @@ class ServiceSettings(BaseSettings):
     tls_ca_file: Path | None = Field(
         None, description="PEM CA this service's clients verify other servers against"
     )
+    # Fault injection, for tests only; see eventbooking.fault_injection.
+    faults: str | None = Field(
+        None, description='fault rules as JSON: {"seed": 1, "rules": [{"service": ...}]}'
+    )
+    faults_file: Path | None = Field(None, description="file holding the fault rules as JSON")
+    fault_control: bool = Field(
+        False, description="let the admin change fault rules at runtime through FaultService"
+    )
+
+    @field_validator("faults")
+    @classmethod
+    def _check_faults(cls, value: str | None) -> str | None:
+        if value is not None:
+            fault_injection.loads(value)
+        return value
+
+    @field_validator("faults_file")
+    @classmethod
+    def _check_faults_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            fault_injection.load_file(value)
+        return value
 
     @model_validator(mode="after")
     def _secrets_present(self) -> Self:
@@ -73,7 +97,13 @@ class ServiceSettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        if self.faults is not None and self.faults_file is not None:
+            raise ValueError(f"set {prefix}FAULTS or {prefix}FAULTS_FILE, not both")
         return self
+
+    def fault_plan(self) -> fault_injection.Plan:
+        """The fault rules to start with: from `faults` or `faults_file`, or none."""
+        return fault_injection.plan_from(self.faults, self.faults_file)
 
     def secret(self, name: str) -> str:
         """The admin token or service credential, from its file if one is named."""
