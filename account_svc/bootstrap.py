@@ -32,6 +32,7 @@ ACCESS: Mapping[str, Access] = {
         "Charge": Access.SERVICE,
         "Refund": Access.SERVICE,
         "AuthenticateToken": Access.SERVICE,
+        "ListAccounts": Access.ADMIN,
     }.items()
 }
 

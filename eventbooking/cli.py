@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import click
 import grpc
 
-from eventbooking import sagactl
+from eventbooking import checker, sagactl
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.clock import utcnow
 from eventbooking.local import (
@@ -444,3 +444,126 @@ def compensate(saga_id: uuid.UUID, as_json: bool, **connection: Any) -> None:
     with _admin(connection) as admin:
         repaired = admin.compensate_saga(str(saga_id))
     _echo_repaired(repaired, as_json=as_json)
+
+
+def _address_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """--host, and --<svc>-address for each service, which wins over --host."""
+    for spec in reversed(SERVICES):
+        name = spec.module.removesuffix("_svc")
+        fn = click.option(
+            f"--{name}-address",
+            metavar="HOST:PORT",
+            default=None,
+            help=f"gRPC address of {spec.module} [default: --host:{spec.port}]",
+        )(fn)
+    return click.option(
+        "--host",
+        envvar="BOOKINGCTL_HOST",
+        show_envvar=True,
+        default="localhost",
+        show_default=True,
+        callback=_address,
+        help="host of every service, each on its default port",
+    )(fn)
+
+
+@main.command()
+@_address_options
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=(
+        f"file holding the admin token [default: ${sagactl.ADMIN_TOKEN_FILE_ENV}, else"
+        f" ${sagactl.ADMIN_TOKEN_ENV}, else $EVENTBOOKING_HOME/secrets/admin_token]"
+    ),
+)
+@functools.partial(
+    _tls_options,
+    ca="PEM CA to verify the services against; talks TLS when given, plaintext otherwise",
+    cert="PEM client certificate, for services that require mutual TLS",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="deadline of each call, in seconds",
+)
+@click.option(
+    "--saga-grace",
+    type=Duration(),
+    default=int(checker.DEFAULT_SAGA_GRACE_SECONDS),
+    show_default=True,
+    help="how long a saga may run, or a booking stay PENDING or CANCELLING, before it counts"
+    " as a violation; 0s right after faults stopped and sagas finished",
+)
+@click.option(
+    "--account",
+    "accounts",
+    metavar="ACCOUNT_ID",
+    multiple=True,
+    help="check only these accounts and the events they booked (repeatable)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON for scripts")
+def check(
+    host: str,
+    admin_token_file: Path | None,
+    tls_ca_file: Path | None,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
+    timeout: float,
+    saga_grace: int,
+    accounts: tuple[str, ...],
+    as_json: bool,
+    **addresses: str | None,
+) -> None:
+    """Check the seven invariants of the running system from the outside.
+
+    Reads only the services' gRPC APIs with the admin token: accounts and
+    their ledgers, events, every booking, the sagas and the notifications.
+    Prints, per invariant, what it examined and every violation with the
+    ids involved, then a summary line. Run it on a quiet system (faults
+    stopped, sagas finished) for an exact answer.
+
+    Exit status: 0 when every invariant holds, 1 on any violation, 2 when
+    the services could not be read.
+    """
+    _tls_pair(tls_cert_file, tls_key_file)
+    try:
+        token = sagactl.find_admin_token(admin_token_file, environ=os.environ, home=default_home())
+    except sagactl.AdminTokenError as err:
+        click.echo(f"bookingctl check: {err}", err=True)
+        sys.exit(2)
+    ports = {spec.module.removesuffix("_svc"): spec.port for spec in SERVICES}
+    where = {
+        name: addresses.get(f"{name}_address") or f"{host}:{port}" for name, port in ports.items()
+    }
+    tls = sagactl.tls_credentials(tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file)
+    reader = checker.Reader(
+        checker.Addresses(**where), token=token.value, timeout=timeout, credentials=tls
+    )
+    try:
+        snapshot = checker.read_snapshot(reader, now=utcnow)
+    except grpc.RpcError as err:
+        code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+        click.echo(f"bookingctl check: cannot read the services: {code.name}: {details}", err=True)
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            click.echo(
+                f"hint: the token from {token.source} is not this deployment's admin token",
+                err=True,
+            )
+        elif code is grpc.StatusCode.UNAVAILABLE:
+            click.echo(f"hint: are the services running at {', '.join(where.values())}?", err=True)
+        sys.exit(2)
+    finally:
+        reader.close()
+    if accounts:
+        snapshot = checker.restrict(snapshot, accounts=accounts)
+    report = checker.check(snapshot, saga_grace_seconds=saga_grace)
+    if as_json:
+        _echo_json(checker.report_json(report))
+    else:
+        _echo_lines(checker.report_lines(report))
+    sys.exit(0 if report.holds else 1)

@@ -31,6 +31,9 @@ class AccountRepository(Protocol):
     async def change_balance(self, account_id: uuid.UUID, delta_cents: int) -> int | None: ...
     async def set_token_hash(self, account_id: uuid.UUID, *, api_token_hash: str) -> bool: ...
     async def holder_of(self, api_token_hash: str) -> uuid.UUID | None: ...
+    async def page(
+        self, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Account]: ...
 
 
 class LedgerRepository(Protocol):
@@ -126,6 +129,17 @@ class SqlAccountRepository:
         query = sa.select(accounts.c.account_id).where(accounts.c.api_token_hash == api_token_hash)
         holder: uuid.UUID | None = (await self._conn.execute(query)).scalar_one_or_none()
         return holder
+
+    async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Account]:
+        """Every account, oldest first, after the (created_at, account_id) cursor."""
+        query = (
+            sa.select(accounts).order_by(accounts.c.created_at, accounts.c.account_id).limit(limit)
+        )
+        if after is not None:
+            query = query.where(
+                sa.tuple_(accounts.c.created_at, accounts.c.account_id) > sa.tuple_(*after)
+            )
+        return [_account(row) for row in await self._conn.execute(query)]
 
 
 class SqlLedgerRepository:

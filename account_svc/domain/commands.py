@@ -104,3 +104,13 @@ class ListTransactions:
         return cls(
             account_id=parse_uuid("account_id", account_id), page_size=page_size(size), after=after
         )
+
+
+@dataclass(frozen=True)
+class ListAccounts:
+    page_size: int
+    after: tuple[datetime, uuid.UUID] | None
+
+    @classmethod
+    def parse(cls, *, size: int, after: tuple[datetime, uuid.UUID] | None) -> ListAccounts:
+        return cls(page_size=page_size(size), after=after)

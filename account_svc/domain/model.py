@@ -60,6 +60,12 @@ class ChargeKey:
 
 
 @dataclass(frozen=True)
+class AccountPage:
+    accounts: list[Account]
+    next_after: tuple[datetime, uuid.UUID] | None
+
+
+@dataclass(frozen=True)
 class TransactionPage:
     transactions: list[Transaction]
     next_after: tuple[datetime, uuid.UUID] | None

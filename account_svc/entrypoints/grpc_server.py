@@ -100,6 +100,18 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             next_page_token=encode_token(*page.next_after) if page.next_after else "",
         )
 
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: Context
+    ) -> pb.ListAccountsResponse:
+        cmd = commands.ListAccounts.parse(
+            size=request.page_size, after=decode_token(request.page_token)
+        )
+        page = await self._handlers.list_accounts(cmd)
+        return pb.ListAccountsResponse(
+            accounts=[account_pb(a) for a in page.accounts],
+            next_page_token=encode_token(*page.next_after) if page.next_after else "",
+        )
+
     async def Charge(self, request: pb.ChargeRequest, context: Context) -> pb.ChargeResponse:
         cmd = commands.Charge.parse(
             account_id=request.account_id,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from account_svc.domain import commands
 from account_svc.domain.model import (
     Account,
+    AccountPage,
     ChargeKey,
     ChargeKeyState,
     Transaction,
@@ -115,6 +116,14 @@ class AccountHandlers:
             account = await _require_account_txn(uow, cmd.account_id)
             await uow.commit()
         return account, txn
+
+    async def list_accounts(self, cmd: commands.ListAccounts) -> AccountPage:
+        async with self._uow() as uow:
+            rows = await uow.accounts.page(after=cmd.after, limit=cmd.page_size + 1)
+        page, next_after = split_page(
+            rows, cmd.page_size, position=lambda a: (a.created_at, a.account_id)
+        )
+        return AccountPage(accounts=page, next_after=next_after)
 
     async def list_transactions(self, cmd: commands.ListTransactions) -> TransactionPage:
         async with self._uow() as uow:

@@ -97,7 +97,7 @@ class SagaRepository(Protocol):
     async def sagas_of(self, booking_id: uuid.UUID) -> list[SagaInstance]: ...
     async def oldest_live_start(self) -> datetime | None: ...
     async def page_bookings(
-        self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self, account_id: uuid.UUID | None, *, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Booking]: ...
     async def set_booking_status_txn(
         self,
@@ -429,15 +429,17 @@ class SqlSagaRepository:
         return [_saga(row) for row in rows]
 
     async def page_bookings(
-        self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self, account_id: uuid.UUID | None, *, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Booking]:
-        """An account's bookings, newest first, after the (created_at, booking_id) cursor."""
+        """An account's bookings (every account's for None), newest first, after the
+        (created_at, booking_id) cursor."""
         query = (
             sa.select(bookings)
-            .where(bookings.c.account_id == account_id)
             .order_by(bookings.c.created_at.desc(), bookings.c.booking_id.desc())
             .limit(limit)
         )
+        if account_id is not None:
+            query = query.where(bookings.c.account_id == account_id)
         if after is not None:
             query = query.where(
                 sa.tuple_(bookings.c.created_at, bookings.c.booking_id) < sa.tuple_(*after)

@@ -46,7 +46,8 @@ class CreateBooking:
 
 @dataclass(frozen=True)
 class ListBookings:
-    account_id: uuid.UUID
+    # None lists every account's bookings.
+    account_id: uuid.UUID | None
     page_size: int
     after: tuple[datetime, uuid.UUID] | None
 
@@ -55,7 +56,9 @@ class ListBookings:
         cls, *, account_id: str, size: int, after: tuple[datetime, uuid.UUID] | None
     ) -> ListBookings:
         return cls(
-            account_id=parse_uuid("account_id", account_id), page_size=page_size(size), after=after
+            account_id=parse_uuid("account_id", account_id) if account_id else None,
+            page_size=page_size(size),
+            after=after,
         )
 
 

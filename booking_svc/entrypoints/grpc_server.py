@@ -20,7 +20,7 @@ from booking_svc.service_layer.handlers import BookingHandlers
 from eventbooking import auth
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.booking.v1 import booking_pb2_grpc
-from eventbooking.errors import InvalidArgument
+from eventbooking.errors import InvalidArgument, PermissionDenied
 from eventbooking.paging import decode_token, encode_token
 from eventbooking.protoconv import timestamp
 from eventbooking.server import Service
@@ -92,6 +92,7 @@ def booking_pb(b: Booking) -> pb.Booking:
         failure_reason=b.failure_reason,
         created_at=timestamp(b.created_at),
         updated_at=timestamp(b.updated_at),
+        idempotency_key=b.idempotency_key,
     )
 
 
@@ -205,7 +206,10 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             size=request.page_size,
             after=decode_token(request.page_token),
         )
-        auth.require_account(cmd.account_id)
+        if cmd.account_id is None:
+            _require_admin_for_every_account()
+        else:
+            auth.require_account(cmd.account_id)
         page = await self._handlers.list_bookings(cmd)
         return pb.ListBookingsResponse(
             bookings=[booking_pb(b) for b in page.bookings],
@@ -291,6 +295,15 @@ class SagaAdminServicer(booking_pb2_grpc.SagaAdminServiceServicer):
     ) -> pb.CompensateSagaResponse:
         saga = await self._handlers.compensate_saga(parse_uuid("saga_id", request.saga_id))
         return pb.CompensateSagaResponse(saga=saga_pb(saga))
+
+
+def _require_admin_for_every_account() -> None:
+    try:
+        auth.require_admin()
+    except PermissionDenied:
+        raise PermissionDenied(
+            "account_id is required: only the admin token may list every account's bookings"
+        ) from None
 
 
 def grpc_services(handlers: BookingHandlers, *, max_wait_seconds: float) -> list[Service]:

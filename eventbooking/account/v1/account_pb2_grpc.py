@@ -76,6 +76,11 @@ class AccountServiceStub:
                 request_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.SerializeToString,
                 response_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.FromString,
                 _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/eventbooking.account.v1.AccountService/ListAccounts',
+                request_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -143,6 +148,13 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccounts(self, request, context):
+        """Admin: pages through every account, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +197,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.AuthenticateToken,
                     request_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.FromString,
                     response_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsRequest.FromString,
+                    response_serializer=eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +422,33 @@ class AccountService:
             '/eventbooking.account.v1.AccountService/AuthenticateToken',
             eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenRequest.SerializeToString,
             eventbooking_dot_account_dot_v1_dot_account__pb2.AuthenticateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbooking.account.v1.AccountService/ListAccounts',
+            eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsRequest.SerializeToString,
+            eventbooking_dot_account_dot_v1_dot_account__pb2.ListAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

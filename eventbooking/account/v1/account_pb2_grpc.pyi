@@ -59,6 +59,8 @@ class AccountServiceStub:
     """Participant: the account an API token belongs to, for the other services'
     token checks. UNAUTHENTICATED for a token no account holds.
     """
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListAccountsRequest, _account_pb2.ListAccountsResponse]
+    """Admin: pages through every account, oldest first."""
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -91,6 +93,8 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """Participant: the account an API token belongs to, for the other services'
     token checks. UNAUTHENTICATED for a token no account holds.
     """
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_account_pb2.ListAccountsRequest, _account_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    """Admin: pages through every account, oldest first."""
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     """AccountService owns accounts, their balances and a ledger of deposits,
@@ -168,5 +172,13 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         """Participant: the account an API token belongs to, for the other services'
         token checks. UNAUTHENTICATED for a token no account holds.
         """
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _account_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListAccountsResponse, _abc.Awaitable[_account_pb2.ListAccountsResponse]]:
+        """Admin: pages through every account, oldest first."""
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -117,6 +117,7 @@ class Booking(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     account_id: _builtins.str
     event_id: _builtins.str
@@ -124,6 +125,8 @@ class Booking(_message.Message):
     amount_cents: _builtins.int
     status: Global___BookingStatus.ValueType
     failure_reason: _builtins.str
+    idempotency_key: _builtins.str
+    """The key the client gave CreateBooking; unique per account."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -140,10 +143,11 @@ class Booking(_message.Message):
         failure_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "event_id", b"event_id", "failure_reason", b"failure_reason", "quantity", b"quantity", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "event_id", b"event_id", "failure_reason", b"failure_reason", "idempotency_key", b"idempotency_key", "quantity", b"quantity", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,6 +303,7 @@ class ListBookingsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    """Empty lists every account's bookings; only the admin token may do that."""
     page_size: _builtins.int
     """At most 500; 50 when zero."""
     page_token: _builtins.str

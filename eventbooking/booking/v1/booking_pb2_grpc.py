@@ -89,7 +89,8 @@ class BookingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBookings(self, request, context):
-        """Pages through an account's bookings, newest first.
+        """Pages through an account's bookings, newest first; with an empty account_id,
+        every account's bookings (the admin token only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

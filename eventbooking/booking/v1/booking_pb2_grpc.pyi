@@ -42,7 +42,9 @@ class BookingServiceStub:
     GetBooking: _grpc.UnaryUnaryMultiCallable[_booking_pb2.GetBookingRequest, _booking_pb2.GetBookingResponse]
     """Returns one booking."""
     ListBookings: _grpc.UnaryUnaryMultiCallable[_booking_pb2.ListBookingsRequest, _booking_pb2.ListBookingsResponse]
-    """Pages through an account's bookings, newest first."""
+    """Pages through an account's bookings, newest first; with an empty account_id,
+    every account's bookings (the admin token only).
+    """
     CancelBooking: _grpc.UnaryUnaryMultiCallable[_booking_pb2.CancelBookingRequest, _booking_pb2.CancelBookingResponse]
     """Cancels a booking: a PENDING one compensates at its next step boundary,
     a CONFIRMED one runs the cancel saga.
@@ -66,7 +68,9 @@ class BookingServiceAsyncStub(BookingServiceStub):
     GetBooking: _aio.UnaryUnaryMultiCallable[_booking_pb2.GetBookingRequest, _booking_pb2.GetBookingResponse]  # type: ignore[assignment]
     """Returns one booking."""
     ListBookings: _aio.UnaryUnaryMultiCallable[_booking_pb2.ListBookingsRequest, _booking_pb2.ListBookingsResponse]  # type: ignore[assignment]
-    """Pages through an account's bookings, newest first."""
+    """Pages through an account's bookings, newest first; with an empty account_id,
+    every account's bookings (the admin token only).
+    """
     CancelBooking: _aio.UnaryUnaryMultiCallable[_booking_pb2.CancelBookingRequest, _booking_pb2.CancelBookingResponse]  # type: ignore[assignment]
     """Cancels a booking: a PENDING one compensates at its next step boundary,
     a CONFIRMED one runs the cancel saga.
@@ -105,7 +109,9 @@ class BookingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _booking_pb2.ListBookingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_booking_pb2.ListBookingsResponse, _abc.Awaitable[_booking_pb2.ListBookingsResponse]]:
-        """Pages through an account's bookings, newest first."""
+        """Pages through an account's bookings, newest first; with an empty account_id,
+        every account's bookings (the admin token only).
+        """
 
     @_abc_1.abstractmethod
     def CancelBooking(

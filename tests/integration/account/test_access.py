@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 Code = grpc.StatusCode
 USER_RPCS = ("GetAccount", "Deposit", "ListTransactions", "RotateToken")
 SERVICE_RPCS = ("Charge", "Refund", "AuthenticateToken")
+ADMIN_RPCS = ("ListAccounts",)
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,13 @@ REQUESTS: dict[str, Callable[[Scene], Any]] = {
     ),
     "Refund": lambda s: pb.RefundRequest(idempotency_key=s.charge_key, reason="refused"),
     "AuthenticateToken": lambda s: pb.AuthenticateTokenRequest(token=s.owner_token),
+    "ListAccounts": lambda s: pb.ListAccountsRequest(page_size=10),
 }
 
 REFUSALS: list[tuple[str, str, grpc.StatusCode]] = [
     *[
         (rpc, caller, Code.UNAUTHENTICATED)
-        for rpc in (*USER_RPCS, *SERVICE_RPCS)
+        for rpc in (*USER_RPCS, *SERVICE_RPCS, *ADMIN_RPCS)
         for caller in (
             "no token",
             "an unknown token",
@@ -97,12 +99,18 @@ REFUSALS: list[tuple[str, str, grpc.StatusCode]] = [
         for rpc in SERVICE_RPCS
         for caller in ("the owner's token", "another account's token", "the admin token")
     ],
+    *[
+        (rpc, caller, Code.PERMISSION_DENIED)
+        for rpc in ADMIN_RPCS
+        for caller in ("the owner's token", "another account's token", "the service credential")
+    ],
 ]
 
 ALLOWED: list[tuple[str, str]] = [
     ("CreateAccount", "no token"),
     *[(rpc, caller) for rpc in USER_RPCS for caller in ("the owner's token", "the admin token")],
     *[(rpc, "the service credential") for rpc in SERVICE_RPCS],
+    *[(rpc, "the admin token") for rpc in ADMIN_RPCS],
 ]
 
 
@@ -222,3 +230,25 @@ async def test_a_user_naming_a_missing_account_is_refused_not_told_it_is_missing
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Deposit(pb.DepositRequest(account_id=missing, amount_cents=1), metadata=mine)
     assert refused.value.code() is Code.PERMISSION_DENIED
+
+
+async def test_the_admin_lists_every_account_oldest_first_page_by_page(
+    stub: AccountServiceStub,
+) -> None:
+    given = await scene(stub)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListAccounts(
+            pb.ListAccountsRequest(page_size=2, page_token=token), metadata=ADMIN
+        )
+        assert len(page.accounts) <= 2
+        seen += [a.account_id for a in page.accounts]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen))
+    assert seen.index(given.owner_id) < seen.index(given.other_id)
+    listed = await stub.ListAccounts(pb.ListAccountsRequest(page_size=500), metadata=ADMIN)
+    by_id = {a.account_id: a for a in listed.accounts}
+    assert by_id[given.owner_id].balance_cents == 700

@@ -686,3 +686,15 @@ async def test_page_bookings_walks_an_account_newest_first(engine: AsyncEngine) 
             account, after=(last.created_at, last.booking_id), limit=2
         )
     assert page + rest == newest_first
+
+
+async def test_page_bookings_without_an_account_walks_every_account(engine: AsyncEngine) -> None:
+    made = [(await create(engine, account_id=uuid.uuid4()))[0] for _ in range(3)]
+    seen = []
+    after = None
+    async with SqlBookingUnitOfWork(engine) as uow:
+        while page := await uow.sagas.page_bookings(None, after=after, limit=2):
+            seen += page
+            after = (page[-1].created_at, page[-1].booking_id)
+    assert seen == sorted(seen, key=lambda b: (b.created_at, b.booking_id), reverse=True)
+    assert {b.booking_id for b in made} <= {b.booking_id for b in seen}

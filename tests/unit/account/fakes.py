@@ -55,6 +55,12 @@ class FakeAccounts:
         self.s.token_hashes[account_id] = api_token_hash
         return True
 
+    async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Account]:
+        rows = sorted(self.s.accounts.values(), key=lambda a: (a.created_at, a.account_id))
+        if after is not None:
+            rows = [a for a in rows if (a.created_at, a.account_id) > after]
+        return rows[:limit]
+
     async def holder_of(self, api_token_hash: str) -> uuid.UUID | None:
         for account_id, stored in self.s.token_hashes.items():
             if stored == api_token_hash:

@@ -24,4 +24,5 @@ def test_the_table_is_the_agreed_one() -> None:
         "Charge": Access.SERVICE,
         "Refund": Access.SERVICE,
         "AuthenticateToken": Access.SERVICE,
+        "ListAccounts": Access.ADMIN,
     }

@@ -182,6 +182,15 @@ async def test_transactions_page_newest_first(handlers) -> None:
     assert rest.next_after is None
 
 
+async def test_accounts_page_oldest_first_across_every_account(handlers) -> None:
+    made = [await funded(handlers, 0) for _ in range(5)]
+    first = await handlers.list_accounts(commands.ListAccounts.parse(size=3, after=None))
+    assert [a.account_id for a in first.accounts] == made[:3]
+    rest = await handlers.list_accounts(commands.ListAccounts.parse(size=3, after=first.next_after))
+    assert [a.account_id for a in rest.accounts] == made[3:]
+    assert rest.next_after is None
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

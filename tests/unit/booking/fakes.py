@@ -409,10 +409,10 @@ class FakeSagaRepository:
         return min((s.created_at for s in self._t.sagas() if s.status in live), default=None)
 
     async def page_bookings(
-        self, account_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self, account_id: uuid.UUID | None, *, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Booking]:
         rows = sorted(
-            (b for b in self._t.bookings() if b.account_id == account_id),
+            (b for b in self._t.bookings() if account_id in (None, b.account_id)),
             key=lambda b: (b.created_at, b.booking_id),
             reverse=True,
         )

@@ -463,3 +463,50 @@ async def test_refused_attempts_on_another_account_do_not_spend_its_share(
 
     for _ in range(2 * PER_SECOND):
         await book_as(limited, "alice", alice)
+
+
+async def test_the_admin_lists_every_accounts_bookings_with_an_empty_account_id(
+    served: Served,
+) -> None:
+    made = []
+    for who, account in (("alice", served.world.account_id), ("bob", served.bob_id)):
+        reply = await served.bookings.CreateBooking(
+            pb.CreateBookingRequest(
+                account_id=str(account),
+                event_id=str(served.world.event_id),
+                quantity=1,
+                idempotency_key=f"{who}-order",
+                wait_for_outcome=True,
+            ),
+            metadata=served.as_(who),
+            timeout=DEADLINE,
+        )
+        made.append(reply.booking)
+
+    seen: list[pb.Booking] = []
+    token = ""
+    while True:
+        page = await served.bookings.ListBookings(
+            pb.ListBookingsRequest(page_size=1, page_token=token),
+            metadata=served.as_("admin"),
+            timeout=DEADLINE,
+        )
+        seen += page.bookings
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert {b.booking_id for b in seen} == {b.booking_id for b in made}
+    assert {b.idempotency_key for b in seen} == {"alice-order", "bob-order"}
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "service"])
+async def test_only_the_admin_may_list_without_naming_an_account(
+    served: Served, alices_booking: Booking, who: str
+) -> None:
+    error = await refusal(
+        served.bookings.ListBookings(
+            pb.ListBookingsRequest(), metadata=served.as_(who), timeout=DEADLINE
+        )
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
