@@ -54,8 +54,16 @@ class ServiceContract:
         return f"{self.prefix}{field.upper()}"
 
     def secret_pairs(self) -> list[str]:
-        """Settings given either as a value or as a file (`admin_token` and `admin_token_file`)."""
-        return [name for name in self.fields if f"{name}_file" in self.fields]
+        """Secrets given either as a value or as a file (`admin_token` and `admin_token_file`).
+
+        Only secrets: other settings may also come from a file (`faults_file`) without
+        being required.
+        """
+        return [
+            name
+            for name, info in self.fields.items()
+            if f"{name}_file" in self.fields and "SecretStr" in str(info.annotation)
+        ]
 
     def peers(self) -> dict[str, str]:
         """The services it calls: `<NAME>_ADDRESS` field -> module, e.g. event_address -> event_svc."""
