@@ -15,13 +15,14 @@ from booking_svc.domain.saga import RetryPolicy, SagaDefinition, booking_saga, c
 from booking_svc.entrypoints.grpc_server import grpc_services
 from booking_svc.service_layer import crash
 from booking_svc.service_layer.changes import BookingChanges
-from booking_svc.service_layer.engine import SagaEngine, Sleep
+from booking_svc.service_layer.engine import SagaEngine
 from booking_svc.service_layer.handlers import BookingHandlers
 from booking_svc.service_layer.limits import BookingRateLimit
 from booking_svc.service_layer.unit_of_work import SqlBookingUnitOfWork, UnitOfWork
 from booking_svc.settings import Settings
 from eventbooking import channels, db
 from eventbooking.clock import Clock, utcnow
+from eventbooking.retry import Sleep
 from eventbooking.server import Lifecycle, Service
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -18,6 +18,7 @@ from eventbooking import auth, telemetry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.errors import Unavailable
 from eventbooking.settings import ServiceSettings
+from eventbooking.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,9 @@ def credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | None:
     """
     if settings.tls_ca_file is None:
         return None
-    key = settings.tls_key_file.read_bytes() if settings.tls_key_file else None
-    cert = settings.tls_cert_file.read_bytes() if settings.tls_cert_file else None
-    return grpc.ssl_channel_credentials(
-        root_certificates=settings.tls_ca_file.read_bytes(),
-        private_key=key,
-        certificate_chain=cert,
-    )
+    return TlsFiles(
+        settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file
+    ).credentials()
 
 
 def channel(address: str, settings: ServiceSettings) -> grpc.aio.Channel:

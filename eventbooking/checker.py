@@ -27,6 +27,7 @@ from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.booking.v1 import booking_pb2, booking_pb2_grpc
 from eventbooking.event.v1 import event_pb2, event_pb2_grpc
 from eventbooking.notification.v1 import notification_pb2, notification_pb2_grpc
+from eventbooking.tls import channel as tls_channel
 
 # The largest page every listing serves.
 MAX_PAGE_SIZE = 500
@@ -680,13 +681,8 @@ class Reader:
         timeout: float,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        def channel(address: str) -> grpc.Channel:
-            if credentials:
-                return grpc.secure_channel(address, credentials)
-            return grpc.insecure_channel(address)
-
         self._channels = [
-            channel(a)
+            tls_channel(a, credentials)
             for a in (
                 addresses.account,
                 addresses.event,

@@ -23,12 +23,12 @@ from eventbooking.local import (
     DEFAULT_PG_PORT,
     SERVICES,
     LocalSystem,
-    TlsFiles,
     UpError,
     default_home,
     option_name,
 )
 from eventbooking.sagactl import SagaAdmin, SagaFilter
+from eventbooking.tls import TlsFiles
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

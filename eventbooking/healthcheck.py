@@ -18,6 +18,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from eventbooking.tls import TlsFiles
+from eventbooking.tls import channel as tls_channel
+
 
 @dataclass(frozen=True)
 class Result:
@@ -27,33 +30,13 @@ class Result:
     message: str
 
 
-@dataclass(frozen=True)
-class Tls:
-    """The CA that verifies the server, and a client certificate for mutual TLS."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca_file.read_bytes(),
-            private_key=self.key_file.read_bytes() if self.key_file else None,
-            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
-        )
-
-
 def check(
-    address: str, *, service: str = "", tls: Tls | None = None, timeout: float = 3.0
+    address: str, *, service: str = "", tls: TlsFiles | None = None, timeout: float = 3.0
 ) -> Result:
     """Ask `address` for the health of `service` ("" is the server as a whole)."""
     target = f"{address} ({service})" if service else address
     try:
-        channel = (
-            grpc.secure_channel(address, tls.credentials())
-            if tls
-            else grpc.insecure_channel(address)
-        )
+        channel = tls_channel(address, tls.credentials() if tls else None)
     except OSError as err:
         return Result(False, f"UNHEALTHY {target}: cannot read TLS files: {err.strerror or err}")
     with channel:
@@ -96,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one check as the command line says; the exit code is 0 only when SERVING."""
     args = parse_args(argv)
     tls = (
-        Tls(args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
+        TlsFiles(args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
         if args.tls_ca_file is not None
         else None
     )

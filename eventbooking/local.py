@@ -31,6 +31,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eventbooking.localpg import LocalPostgres, PostgresError, port_is_free
+from eventbooking.tls import TlsFiles
+from eventbooking.tls import channel as tls_channel
 
 DEFAULT_PG_PORT = 54329
 # What settings.secret() accepts; a shorter file is refused before any service starts.
@@ -162,26 +164,6 @@ def read_secret(path: Path) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """How the supervisor's own health checks reach services that serve TLS.
-
-    `ca` verifies the servers; `cert` and `key`, when given, are presented
-    as the client certificate that servers demanding mutual TLS require.
-    """
-
-    ca: Path
-    cert: Path | None = None
-    key: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.read_bytes(),
-            private_key=self.key.read_bytes() if self.key else None,
-            certificate_chain=self.cert.read_bytes() if self.cert else None,
-        )
-
-
 def wait_healthy(
     port: int,
     *,
@@ -192,9 +174,7 @@ def wait_healthy(
     """Poll the standard health service on `port` until SERVING; False on timeout or death."""
     deadline = time.monotonic() + timeout
     address = f"127.0.0.1:{port}"
-    channel = (
-        grpc.secure_channel(address, tls.credentials()) if tls else grpc.insecure_channel(address)
-    )
+    channel = tls_channel(address, tls.credentials() if tls else None)
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and alive():

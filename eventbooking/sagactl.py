@@ -23,6 +23,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.booking.v1 import booking_pb2_grpc
 from eventbooking.local import admin_token_file
+from eventbooking.tls import TlsFiles
+from eventbooking.tls import channel as tls_channel
 
 DEFAULT_ADDRESS = "localhost:50053"
 ADDRESS_ENV = "BOOKINGCTL_BOOKING_ADDRESS"
@@ -155,11 +157,7 @@ def tls_credentials(
     given (for mutual TLS); None for plaintext."""
     if ca_file is None:
         return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca_file.read_bytes(),
-        private_key=key_file.read_bytes() if key_file else None,
-        certificate_chain=cert_file.read_bytes() if cert_file else None,
-    )
+    return TlsFiles(ca_file, cert_file, key_file).credentials()
 
 
 def parse_duration(text: str) -> int:
@@ -278,11 +276,7 @@ class SagaAdmin:
         token: str,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self._channel = (
-            grpc.secure_channel(address, credentials)
-            if credentials
-            else grpc.insecure_channel(address)
-        )
+        self._channel = tls_channel(address, credentials)
         self._stub = booking_pb2_grpc.SagaAdminServiceStub(self._channel)
         self._timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),)

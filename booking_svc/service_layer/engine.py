@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,13 +68,13 @@ from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.unit_of_work import UnitOfWork
 from eventbooking import db, logs, retry, telemetry
 from eventbooking.clock import Clock
+from eventbooking.retry import Sleep
 
 log = logging.getLogger(__name__)
 
 CallMove = RunAction | RunCompensation
 # The statuses a run ends in: counted as finished by the metrics.
 _FINISHED = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.STUCK})
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass

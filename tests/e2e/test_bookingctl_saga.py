@@ -22,8 +22,9 @@ import pytest
 
 from eventbooking import sagactl
 from eventbooking.booking.v1 import booking_pb2, booking_pb2_grpc
-from eventbooking.local import SERVICES, LocalSystem, TlsFiles, local_system
+from eventbooking.local import SERVICES, LocalSystem, local_system
 from eventbooking.localpg import free_port
+from eventbooking.tls import TlsFiles
 from tests.conftest import unique_email
 from tests.e2e.conftest import Grpcurl, System, running
 from tests.e2e.security.certs import Authority

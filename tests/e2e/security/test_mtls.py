@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from eventbooking.local import SERVICES, LocalSystem, TlsFiles, local_system
+from eventbooking.local import SERVICES, LocalSystem, local_system
 from eventbooking.localpg import free_port
+from eventbooking.tls import TlsFiles
 from tests.client import Client, status_name
 from tests.e2e.security.certs import Authority
 

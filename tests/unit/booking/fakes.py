@@ -50,10 +50,10 @@ from booking_svc.domain.model import (
 )
 from booking_svc.domain.states import BookingStatus, SagaStatus, StepEvent, StepPhase
 from booking_svc.service_layer import crash
-from booking_svc.service_layer.engine import Sleep
 from booking_svc.service_layer.limits import BookingRateLimit
 from booking_svc.settings import Settings
 from eventbooking.errors import NotFound
+from eventbooking.retry import Sleep
 
 T = TypeVar("T")
 
