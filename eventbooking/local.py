@@ -434,6 +434,21 @@ class LocalSystem:
             self._wait_healthy(run)
         return run
 
+    def stop_postgres(self, *, mode: str = "immediate") -> None:
+        """Stop the database under the running services; `immediate` is as abrupt as a crash
+        (no checkpoint, every connection cut), so the next start runs crash recovery."""
+        try:
+            self.pg.stop(mode=mode)
+        except PostgresError as err:
+            raise UpError(str(err)) from None
+
+    def start_postgres(self) -> None:
+        """Start the database again after `stop_postgres`; the services reconnect on their own."""
+        try:
+            self.pg.start()
+        except PostgresError as err:
+            raise UpError(str(err)) from None
+
     def _record(self) -> None:
         state = {
             "pid": os.getpid(),
