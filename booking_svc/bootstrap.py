@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from booking_svc.adapters import journal as pg_journal
 from booking_svc.adapters.participants import GrpcParticipants, Participants
 from booking_svc.domain.saga import RetryPolicy, SagaDefinition, booking_saga, cancel_saga
 from booking_svc.entrypoints.grpc_server import grpc_services
@@ -18,7 +19,7 @@ from booking_svc.service_layer.changes import BookingChanges
 from booking_svc.service_layer.engine import SagaEngine
 from booking_svc.service_layer.handlers import BookingHandlers
 from booking_svc.service_layer.limits import BookingRateLimit
-from booking_svc.service_layer.unit_of_work import SqlBookingUnitOfWork, UnitOfWork
+from booking_svc.service_layer.unit_of_work import Journal, SqlBookingUnitOfWork, UnitOfWork
 from booking_svc.settings import Settings
 from eventbooking import channels, db
 from eventbooking.clock import Clock, utcnow
@@ -76,6 +77,7 @@ def bootstrap(
     sleep: Sleep | None = None,
     crash_hook: crash.Crash | None = None,
     rate_limit: BookingRateLimit | None = None,
+    journal: Journal | None = None,
 ) -> App:
     """Handlers and saga engine wired to what the settings name, or to the fakes given."""
     if uow is None:
@@ -100,6 +102,7 @@ def bootstrap(
         crash=crash_hook,
         max_running=settings.max_running_sagas,
         sleep=sleep or asyncio.sleep,
+        journal=journal,
     )
     handlers = BookingHandlers(
         uow,
@@ -115,17 +118,26 @@ def bootstrap(
 def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
     """The servicers and lifecycle that `eventbooking.server.run` needs."""
     engine = db.engine_for(settings)
+    # The saga's hot path writes through its own pool of plain psycopg connections.
+    journal_pool = pg_journal.pool(
+        db.url_for(settings), max_size=settings.db_pool_size + settings.db_max_overflow
+    )
     participants = participants_for(settings)
-    app = bootstrap(settings, engine=engine, participants=participants)
+    app = bootstrap(
+        settings,
+        engine=engine,
+        participants=participants,
+        journal=pg_journal.PgJournal(journal_pool),
+    )
     services = grpc_services(app.handlers, max_wait_seconds=settings.max_wait_seconds)
     migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
     return services, Lifecycle(
-        startup=[migrate],
+        startup=[migrate, journal_pool.open],
         background=[
             lambda: app.engine.recover_forever(interval=settings.recovery_interval_seconds),
             app.engine.heartbeat_forever,
         ],
         stopping=[app.engine.stop],
-        shutdown=[participants.close, engine.dispose],
+        shutdown=[participants.close, journal_pool.close, engine.dispose],
         token_lookup=channels.account_token_lookup(settings.account_address, settings),
     )

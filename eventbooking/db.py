@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` says the database could not be reached, not that a statement was wrong."""
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-    )
+    # psycopg's own errors reach here from the paths that bypass SQLAlchemy (a saga's journal).
+    return isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError
+    ) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
 
 
 def sqlalchemy_url(database_url: str, *, driver: str = "psycopg") -> str:

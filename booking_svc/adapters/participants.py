@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from eventbooking import channels, retry
+from eventbooking import channels, retry, telemetry
 from eventbooking.account.v1 import account_pb2, account_pb2_grpc
 from eventbooking.event.v1 import event_pb2, event_pb2_grpc
 from eventbooking.notification.v1 import notification_pb2, notification_pb2_grpc
@@ -124,9 +124,13 @@ _KINDS = {
 }
 
 
-async def _rpc(call: Callable[[], Awaitable[T]]) -> T:
+async def _rpc(
+    method: str,
+    metadata: Sequence[tuple[str, str]],
+    call: Callable[[Sequence[tuple[str, str]]], Awaitable[T]],
+) -> T:
     try:
-        return await call()
+        return await telemetry.traced_call(method, metadata, call)
     except grpc.aio.AioRpcError as err:
         raise ParticipantError(err.code().name, err.details() or "") from None
 
@@ -159,7 +163,10 @@ class GrpcParticipants:
 
     def _open(self) -> None:
         # grpc.aio channels belong to the event loop they are made in, so not at import or bootstrap.
-        self._channels = [channels.channel(address, self._settings) for address in self._addresses]
+        # Client spans come from _rpc, which is cheaper than an interceptor on this hot path.
+        self._channels = [
+            channels.channel(address, self._settings, traced=False) for address in self._addresses
+        ]
         account, event, notification = self._channels
         self._account_stub = account_pb2_grpc.AccountServiceStub(account)
         self._event_stub = event_pb2_grpc.EventServiceStub(event)
@@ -204,7 +211,11 @@ class GrpcParticipants:
             hold_seconds=hold_seconds,
         )
         reply = await _rpc(
-            lambda: self._events.ReserveSeats(request, timeout=deadline, metadata=self._metadata)
+            "/eventbooking.event.v1.EventService/ReserveSeats",
+            self._metadata,
+            lambda metadata: self._events.ReserveSeats(
+                request, timeout=deadline, metadata=metadata
+            ),
         )
         reservation = reply.reservation
         return Held(
@@ -222,9 +233,11 @@ class GrpcParticipants:
     ) -> ReservationState:
         request = event_pb2.ConfirmReservationRequest(reservation_id=str(reservation_id))
         reply = await _rpc(
-            lambda: self._events.ConfirmReservation(
-                request, timeout=deadline, metadata=self._metadata
-            )
+            "/eventbooking.event.v1.EventService/ConfirmReservation",
+            self._metadata,
+            lambda metadata: self._events.ConfirmReservation(
+                request, timeout=deadline, metadata=metadata
+            ),
         )
         return ReservationState(status=_reservation_status(reply.reservation))
 
@@ -233,9 +246,11 @@ class GrpcParticipants:
     ) -> ReservationState:
         request = event_pb2.ReleaseReservationRequest(reservation_id=str(reservation_id))
         reply = await _rpc(
-            lambda: self._events.ReleaseReservation(
-                request, timeout=deadline, metadata=self._metadata
-            )
+            "/eventbooking.event.v1.EventService/ReleaseReservation",
+            self._metadata,
+            lambda metadata: self._events.ReleaseReservation(
+                request, timeout=deadline, metadata=metadata
+            ),
         )
         return ReservationState(status=_reservation_status(reply.reservation))
 
@@ -255,7 +270,9 @@ class GrpcParticipants:
             reference=reference,
         )
         reply = await _rpc(
-            lambda: self._accounts.Charge(request, timeout=deadline, metadata=self._metadata)
+            "/eventbooking.account.v1.AccountService/Charge",
+            self._metadata,
+            lambda metadata: self._accounts.Charge(request, timeout=deadline, metadata=metadata),
         )
         return Charged(
             transaction_id=reply.transaction.transaction_id, balance_cents=reply.balance_cents
@@ -264,7 +281,9 @@ class GrpcParticipants:
     async def refund(self, *, idempotency_key: str, reason: str, deadline: float) -> Refunded:
         request = account_pb2.RefundRequest(idempotency_key=idempotency_key, reason=reason)
         reply = await _rpc(
-            lambda: self._accounts.Refund(request, timeout=deadline, metadata=self._metadata)
+            "/eventbooking.account.v1.AccountService/Refund",
+            self._metadata,
+            lambda metadata: self._accounts.Refund(request, timeout=deadline, metadata=metadata),
         )
         return Refunded(transaction_id=reply.transaction.transaction_id)
 
@@ -288,9 +307,11 @@ class GrpcParticipants:
             body=body,
         )
         reply = await _rpc(
-            lambda: self._notifications.SendNotification(
-                request, timeout=deadline, metadata=self._metadata
-            )
+            "/eventbooking.notification.v1.NotificationService/SendNotification",
+            self._metadata,
+            lambda metadata: self._notifications.SendNotification(
+                request, timeout=deadline, metadata=metadata
+            ),
         )
         return Notified(
             notification_id=reply.notification.notification_id, duplicate=reply.duplicate

@@ -65,7 +65,7 @@ from booking_svc.service_layer import crash as crash_points
 from booking_svc.service_layer import observe
 from booking_svc.service_layer.calls import Call, call_for
 from booking_svc.service_layer.changes import BookingChanges
-from booking_svc.service_layer.unit_of_work import UnitOfWork
+from booking_svc.service_layer.unit_of_work import Journal, UnitOfWork, UowJournal
 from eventbooking import db, logs, retry, telemetry
 from eventbooking.clock import Clock
 from eventbooking.retry import Sleep
@@ -163,8 +163,11 @@ class SagaEngine:
         max_running: int = 1000,
         claim_batch: int = 100,
         park_after_errors: int = 3,
+        journal: Journal | None = None,
     ) -> None:
         self._uow = uow
+        # The hot path: creating a booking's saga and each transition after a reply.
+        self.journal: Journal = journal or UowJournal(uow)
         self._participants = participants
         self.owner = owner
         self._clock = clock
@@ -272,6 +275,10 @@ class SagaEngine:
     def running(self) -> frozenset[uuid.UUID]:
         """The sagas this process is running now."""
         return frozenset(self._tasks)
+
+    def is_running(self, saga_id: uuid.UUID) -> bool:
+        """Whether this process is running `saga_id` now."""
+        return saga_id in self._tasks
 
     def launch(self, run: Run, move: CallMove | None = None) -> None:
         """Run `run` in a task; `move` is a call whose STARTED row is already committed."""
@@ -619,6 +626,12 @@ class SagaEngine:
 
     async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
         """Write what `outcome` and the plan after it change; return the next call, if any."""
+        try:
+            # Most writes succeed at once, without building a retry loop.
+            return await self._advance_once(run, outcome)
+        except Exception as exc:
+            if not db.is_outage(exc):
+                raise
         move: CallMove | None = None
         async for attempt in self._through_outages():
             with attempt:
@@ -629,29 +642,38 @@ class SagaEngine:
         while True:
             change = self._decide(run, outcome)
             now = self._clock()
-            async with self._uow() as uow:
-                written = await uow.sagas.append_txn(
-                    run.saga_id,
-                    owner=self.owner,
-                    version=run.saga.version,
-                    entries=change.rows,
-                    status=change.status if change.status is not run.saga.status else None,
-                    current_step=change.current_step,
-                    lease_expires_at=now + self.lease,
-                    note=change.note,
-                    booking_status=change.booking_status,
-                    booking_amount_cents=change.amount_cents,
-                    failure_reason=change.failure_reason,
-                    now=now,
+            fields: dict[str, Any] = {
+                "owner": self.owner,
+                "version": run.saga.version,
+                "entries": change.rows,
+                "status": change.status if change.status is not run.saga.status else None,
+                "current_step": change.current_step,
+                "lease_expires_at": now + self.lease,
+                "note": change.note,
+                "booking_status": change.booking_status,
+                "booking_amount_cents": change.amount_cents,
+                "failure_reason": change.failure_reason,
+                "now": now,
+            }
+            if change.cancel_saga is None:
+                # A cancel requested since our last write leaves this one unwritten.
+                written = await self.journal.append(
+                    run.saga_id, unless_cancelled=not run.saga.cancel_requested, **fields
                 )
-                if written.cancel_requested and not run.saga.cancel_requested:
-                    # Cancelled since our last write: undo this transaction and plan again.
-                    run.saga = replace(run.saga, cancel_requested=True)
-                    run.booking = replace(run.booking, status=BookingStatus.CANCELLING)
-                    continue
-                if change.cancel_saga is not None:
-                    await uow.sagas.add_saga_txn(change.cancel_saga[0].saga, change.cancel_saga[1])
-                await uow.commit()
+                cancelled_since = written.cancel_requested and not run.saga.cancel_requested
+            else:
+                async with self._uow() as uow:
+                    written = await uow.sagas.append_txn(run.saga_id, **fields)
+                    cancelled_since = written.cancel_requested and not run.saga.cancel_requested
+                    if not cancelled_since:
+                        handover, first = change.cancel_saga
+                        await uow.sagas.add_saga_txn(handover.saga, first)
+                        await uow.commit()
+            if cancelled_since:
+                # Cancelled since our last write: nothing was written; plan again.
+                run.saga = replace(run.saga, cancel_requested=True)
+                run.booking = replace(run.booking, status=BookingStatus.CANCELLING)
+                continue
             self._applied(run, change, version=written.version, now=now)
             if change.cancel_saga is not None:
                 handover = change.cancel_saga[0]
@@ -785,23 +807,27 @@ class SagaEngine:
 
     async def _write(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         """A transaction with rows and a fresh lease only: a retry's RETRYING or STARTED row."""
+        try:
+            await self._write_once(run, rows, current_step=current_step)
+            return
+        except Exception as exc:
+            if not db.is_outage(exc):
+                raise
         async for attempt in self._through_outages():
             with attempt:
                 await self._write_once(run, rows, current_step=current_step)
 
     async def _write_once(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         now = self._clock()
-        async with self._uow() as uow:
-            written = await uow.sagas.append_txn(
-                run.saga_id,
-                owner=self.owner,
-                version=run.saga.version,
-                entries=rows,
-                current_step=current_step,
-                lease_expires_at=now + self.lease,
-                now=now,
-            )
-            await uow.commit()
+        written = await self.journal.append(
+            run.saga_id,
+            owner=self.owner,
+            version=run.saga.version,
+            entries=rows,
+            current_step=current_step,
+            lease_expires_at=now + self.lease,
+            now=now,
+        )
         for row in rows:
             run.record(row)
         if written.cancel_requested and not run.saga.cancel_requested:

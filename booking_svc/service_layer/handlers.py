@@ -120,9 +120,7 @@ class BookingHandlers:
         run = Run(definition, saga, booking, saga.saga_id, entries=[])
         move = RunAction(first_step, 1)
         first = self._engine.first_row(run, move, at=now)
-        async with self._uow() as uow:
-            stored = await uow.sagas.create_txn(booking, saga, first)
-            await uow.commit()
+        stored = await self._engine.journal.create(booking, saga, first)
         if stored.booking_id == booking.booking_id:
             run.record(first)
             self._engine.launch(run, move)
@@ -134,7 +132,10 @@ class BookingHandlers:
             )
         if wait is None:
             return stored
-        return await self.wait_for(stored.booking_id, SETTLED, within=wait, current=stored)
+        launched = run.saga_id if stored.booking_id == booking.booking_id else None
+        return await self.wait_for(
+            stored.booking_id, SETTLED, within=wait, current=stored, saga_id=launched
+        )
 
     async def get_booking(self, booking_id: uuid.UUID) -> Booking:
         async with self._uow() as uow:
@@ -220,8 +221,14 @@ class BookingHandlers:
         *,
         within: float,
         current: Booking | None = None,
+        saga_id: uuid.UUID | None = None,
     ) -> Booking:
-        """The booking once its status is in `targets`, or as it is after `within` seconds."""
+        """The booking once its status is in `targets`, or as it is after `within` seconds.
+
+        `saga_id` names a saga that this process runs for the booking: while it
+        runs here, every change it makes is published, so the database is not
+        read again.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         with self._changes.subscribe(booking_id) as changes:
@@ -231,6 +238,8 @@ class BookingHandlers:
                 if left <= 0:
                     break
                 latest = await changes.next(min(left, self._poll_interval))
+                if latest is None and saga_id is not None and self._engine.is_running(saga_id):
+                    continue
                 booking = latest or await self.get_booking(booking_id)
         return booking
 
