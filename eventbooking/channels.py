@@ -44,9 +44,13 @@ def credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | None:
     ).credentials()
 
 
-def channel(address: str, settings: ServiceSettings) -> grpc.aio.Channel:
-    """A channel to another service, made inside the running event loop."""
-    interceptors = telemetry.client_interceptors()
+def channel(address: str, settings: ServiceSettings, *, traced: bool = True) -> grpc.aio.Channel:
+    """A channel to another service, made inside the running event loop.
+
+    `traced` gives every call a client span through an interceptor; a caller
+    that passes False makes its calls with telemetry.traced_call instead.
+    """
+    interceptors = telemetry.client_interceptors() if traced else None
     tls = credentials(settings)
     if tls is None:
         return grpc.aio.insecure_channel(
