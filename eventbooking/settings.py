@@ -130,8 +130,10 @@ class DatabaseSettings(ServiceSettings):
     database_password_file: Path | None = Field(
         None, description="file holding the database password; replaces any password in the URL"
     )
-    db_pool_size: int = Field(10, ge=1)
-    db_max_overflow: int = Field(10, ge=0)
+    # Connections kept open. Overflow ones are closed as soon as they are returned, so
+    # under steady load they cost a connect (and a backend fork) each; keep it small.
+    db_pool_size: int = Field(20, ge=1)
+    db_max_overflow: int = Field(0, ge=0)
     run_migrations: bool = Field(True, description="upgrade the schema before serving")
 
     @model_validator(mode="after")
