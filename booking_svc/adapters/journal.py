@@ -106,6 +106,10 @@ SELECT version, cancel_requested FROM s
 _WHY = "SELECT owner, version, cancel_requested FROM saga WHERE saga_id = %(saga_id)s"
 
 
+# How long a write waits for a free connection before it counts as a database outage.
+CONNECTION_WAIT_SECONDS = 3.0
+
+
 def conninfo(url: URL) -> str:
     """A libpq connection string from a service's SQLAlchemy database URL, password included."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -114,12 +118,17 @@ def conninfo(url: URL) -> str:
 def pool(url: URL, *, max_size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
     """A pool of autocommit connections with statements prepared on first use; opened by
     `open()` at start and closed at shutdown. A connection broken by a database restart
-    fails its statement once (the engine retries outages) and is not returned to the pool."""
+    fails its statement once (the engine retries outages) and is not returned to the pool;
+    while the database is down, waiting for a connection ends in PoolTimeout, an
+    OperationalError like any other outage."""
     return AsyncConnectionPool(
         conninfo(url),
         min_size=min(4, max_size),
         max_size=max_size,
         kwargs={"autocommit": True, "prepare_threshold": 0},
+        # With the database down no connection comes: fail as an outage (UNAVAILABLE to a
+        # caller, a retry to the engine) rather than wait out psycopg_pool's 30 s default.
+        timeout=CONNECTION_WAIT_SECONDS,
         open=False,
         name="saga-journal",
     )
