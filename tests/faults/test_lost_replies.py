@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -27,13 +25,12 @@ import pytest
 from google.protobuf import json_format
 
 from booking_svc.domain.saga import CHARGE_STEP
-from eventbooking import checker
 from eventbooking.account.v1 import account_pb2
 from eventbooking.booking.v1 import booking_pb2
-from eventbooking.clock import utcnow
 from eventbooking.fault_injection import LOST_REPLY_MESSAGE
 from eventbooking.local import LocalSystem
 from tests.client import Client, bearer, status_name
+from tests.faults.support import assert_invariants_hold, restarted_with
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -64,53 +61,8 @@ def _faults(*rules: dict[str, object]) -> str:
     return json.dumps({"seed": 1, "rules": list(rules)})
 
 
-def _restart(live: LocalSystem, module: str, env: dict[str, str] | None = None) -> None:
-    live.kill(module)
-    live.restart(module, env=env)
-
-
-@contextmanager
-def _with_env(live: LocalSystem, env: dict[str, dict[str, str]]) -> Iterator[None]:
-    """Services restarted with extra settings, and restarted without them afterwards."""
-    try:
-        for module, extra in env.items():
-            _restart(live, module, extra)
-        yield
-    finally:
-        for module in env:
-            _restart(live, module)
-
-
 def _faulted(live: LocalSystem, module: str, rules: str) -> dict[str, str]:
     return {f"{live.service(module).spec.env_prefix}FAULTS": rules}
-
-
-def _check(live: LocalSystem, *accounts: str) -> checker.Report:
-    """The invariant checker on the live system, scoped to `accounts` and their events."""
-    ports = live.ports
-    reader = checker.Reader(
-        checker.Addresses(
-            account=f"127.0.0.1:{ports['account_svc']}",
-            event=f"127.0.0.1:{ports['event_svc']}",
-            booking=f"127.0.0.1:{ports['booking_svc']}",
-            notification=f"127.0.0.1:{ports['notification_svc']}",
-        ),
-        token=live.admin_token(),
-        timeout=10,
-    )
-    try:
-        snapshot = checker.read_snapshot(reader, now=utcnow)
-    finally:
-        reader.close()
-    return checker.check(checker.restrict(snapshot, accounts=accounts))
-
-
-def _assert_holds(live: LocalSystem, *accounts: str) -> None:
-    report = _check(live, *accounts)
-    assert report.holds, "\n".join(checker.report_lines(report))
-    # The scope really contains the test's accounts and their bookings.
-    examined = {r.number: r.examined for r in report.results}
-    assert examined[4]["accounts"] == len(accounts)
 
 
 def _history_messages(client: Client, booking_id: str) -> list[str]:
@@ -128,7 +80,7 @@ def test_a_lost_reply_is_retried_and_the_booking_ends_as_without_it(
 
     # The checks run before the participant is restarted: notification_svc keeps its
     # history in memory only, and a restart would forget the notification being checked.
-    with _with_env(live, {case.module: _faulted(live, case.module, lost_once)}):
+    with restarted_with(live, {case.module: _faulted(live, case.module, lost_once)}):
         booking = client.book(account, event, quantity=QUANTITY)
         done = client.wait_done(booking.booking_id)
 
@@ -152,7 +104,7 @@ def test_a_lost_reply_is_retried_and_the_booking_ends_as_without_it(
             )
             assert client.notification_kinds(account) == []
         assert client.balance(account) == client.ledger_total(account)
-        _assert_holds(live, account)
+        assert_invariants_hold(live, account)
 
 
 def test_a_charge_that_arrives_after_the_saga_compensated_is_refused(
@@ -171,7 +123,7 @@ def test_a_charge_that_arrives_after_the_saga_compensated_is_refused(
         "account_svc": _faulted(live, "account_svc", slow_charge),
     }
 
-    with _with_env(live, env):
+    with restarted_with(live, env):
         started = time.monotonic()
         booking = client.book(account, event, quantity=QUANTITY)
         done = client.wait_done(booking.booking_id)
@@ -196,7 +148,7 @@ def test_a_charge_that_arrives_after_the_saga_compensated_is_refused(
         assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
         assert client.net_charged(account) == 0
         assert client.charges(account) == 0
-        _assert_holds(live, account)
+        assert_invariants_hold(live, account)
 
 
 def _service_credential(live: LocalSystem) -> str:
