@@ -60,8 +60,11 @@ def create_engine(
         _as_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # A restarted database leaves dead connections in the pool; test them on checkout.
-        pool_pre_ping=True,
+        # No ping on checkout: it cost a round trip per transaction. A restarted database
+        # leaves dead connections in the pool; the first statement on one fails as an
+        # outage (UNAVAILABLE, which callers retry), and SQLAlchemy then drops every
+        # connection made before the failure, so one request per process sees it.
+        pool_pre_ping=False,
         pool_recycle=1800,
     )
 
