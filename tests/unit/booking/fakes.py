@@ -10,7 +10,8 @@
   kills the key, so a late charge is ABORTED), notifications per key. Replies
   are scripted per operation: a success, a refusal, a transient error, or a
   DEADLINE_EXCEEDED whose call was applied (the reply was lost) or not (it may
-  still arrive late).
+  still arrive late). A chooser can pick each reply from the call's key instead,
+  and an event given a capacity refuses reservations past it as sold out.
 - `World` wires them to the real engine and handlers through `bootstrap`.
 - `FakeAccountTokens` stands in for account_svc's token check: token -> account id.
 """
@@ -588,6 +589,8 @@ class Gate:
 
 
 Hook = Callable[[], Awaitable[None] | None]
+# Picks the reply to one call from its operation and key; None leaves it to the scripts.
+Chooser = Callable[[str, str], Awaitable[Reply | None] | Reply | None]
 
 
 class FakeParticipants:
@@ -609,6 +612,9 @@ class FakeParticipants:
         self._then: dict[str, Reply] = {}
         self._hooks: dict[str, Hook] = {}
         self._gates: dict[str, Gate] = {}
+        self._chooser: Chooser | None = None
+        # Seats per event; a ReserveSeats past them is refused as sold out. No entry, no limit.
+        self.capacity: dict[uuid.UUID, int] = {}
         self._late: list[tuple[str, str, Callable[[], object]]] = []
 
     # Scripting.
@@ -617,6 +623,13 @@ class FakeParticipants:
         """The next calls of `operation` answer `replies` in turn, and `then` after them."""
         self._scripts[operation] = deque(replies)
         self._then[operation] = then
+
+    def answer_with(self, chooser: Chooser | None) -> None:
+        """Ask `chooser(operation, key)` for the reply to every call before the scripts.
+
+        It may be a coroutine, so it can act first (cancel a booking, let holds lapse).
+        """
+        self._chooser = chooser
 
     def on_call(self, operation: str, hook: Hook) -> None:
         """Run `hook` when the next call of `operation` arrives, before it is answered."""
@@ -646,9 +659,13 @@ class FakeParticipants:
 
     # What the participants hold now.
 
-    def seats(self, *statuses: str) -> int:
-        """Seats in reservations with any of `statuses`."""
-        return sum(r.quantity for r in self.reservations.values() if r.status in statuses)
+    def seats(self, *statuses: str, event_id: uuid.UUID | None = None) -> int:
+        """Seats in reservations with any of `statuses`, of one event if given."""
+        return sum(
+            r.quantity
+            for r in self.reservations.values()
+            if r.status in statuses and event_id in (None, r.event_id)
+        )
 
     def net_charged(self, account_id: uuid.UUID | None = None) -> int:
         """Money taken and not given back, for one account or all."""
@@ -680,8 +697,13 @@ class FakeParticipants:
         gate = self._gates.pop(operation, None)
         if gate is not None:
             await gate.pass_through()
-        queue = self._scripts.get(operation)
-        reply = queue.popleft() if queue else self._then.get(operation, OK)
+        reply: Reply | None = None
+        if self._chooser is not None:
+            chosen = self._chooser(operation, key)
+            reply = await chosen if inspect.isawaitable(chosen) else chosen
+        if reply is None:
+            queue = self._scripts.get(operation)
+            reply = queue.popleft() if queue else self._then.get(operation, OK)
         if reply.error is not None:
             self.calls.append(CallMade(operation, key, deadline, reply.code))
             raise reply.error
@@ -714,6 +736,12 @@ class FakeParticipants:
         def apply() -> Held:
             reservation = self.reservations.get(reservation_id)
             if reservation is None:
+                limit = self.capacity.get(event_id)
+                taken = self.seats("HELD", "CONFIRMED", event_id=event_id)
+                if limit is not None and taken + quantity > limit:
+                    raise ParticipantError(
+                        "FAILED_PRECONDITION", f"sold out: {limit - taken} seats available"
+                    )
                 reservation = self.reservations[reservation_id] = Reservation(
                     reservation_id,
                     event_id,
@@ -929,9 +957,13 @@ class World:
         crash_hook: crash.Crash = crash.never,
         sleep: Sleep | None = None,
         rate_limit: BookingRateLimit | None = None,
+        prepared: Settings | None = None,
         **overrides: Any,
     ) -> None:
-        self.settings = settings(**overrides)
+        # `prepared`: settings built once by a test that makes many worlds (building is slow).
+        self.settings = (
+            settings(**overrides) if prepared is None else prepared.model_copy(update=overrides)
+        )
         self._rate_limit = rate_limit
         self.store = SagaStore()
         self.clock = FakeClock()
