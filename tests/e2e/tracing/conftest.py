@@ -13,8 +13,8 @@ import pytest
 
 from eventbooking.local import SERVICES, LocalSystem, local_system
 from eventbooking.localpg import free_port
+from eventbooking.otlp_sink import Listening, Receiver, serve
 from tests.client import Client
-from tests.e2e.tracing.receiver import Listening, Receiver, serve
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 
 from eventbooking.account.v1 import account_pb2
 from eventbooking.local import LocalSystem
+from eventbooking.otlp_sink import Receiver
 from tests.client import Client, status_name
-from tests.e2e.tracing.receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

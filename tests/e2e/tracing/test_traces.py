@@ -13,8 +13,8 @@ import pytest
 from booking_svc.service_layer import crash
 from eventbooking.booking.v1 import booking_pb2
 from eventbooking.local import SERVICES, LocalSystem
+from eventbooking.otlp_sink import Receiver, Span, ancestors
 from tests.client import Client, status_name
-from tests.e2e.tracing.receiver import Receiver, Span, ancestors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
