@@ -17,6 +17,7 @@ import click
 import grpc
 
 from eventbooking import checker, sagactl
+from eventbooking.bench.command import bench
 from eventbooking.booking.v1 import booking_pb2 as pb
 from eventbooking.clock import utcnow
 from eventbooking.local import (
@@ -34,6 +35,10 @@ from eventbooking.tls import TlsFiles
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Run, inspect and test the event booking system."""
+
+
+# Defined with its options in eventbooking/bench/command.py.
+main.add_command(bench)
 
 
 def _port_options(fn: click.decorators.FC) -> click.decorators.FC:
