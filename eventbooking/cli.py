@@ -572,3 +572,135 @@ def check(
     else:
         _echo_lines(checker.report_lines(report))
     sys.exit(0 if report.holds else 1)
+
+
+def _fault_kinds(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[str]:
+    from eventbooking import chaos
+
+    try:
+        return chaos.parse_kinds(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
+@main.command("chaos")
+@click.option(
+    "--duration",
+    type=Duration(),
+    default="1m",
+    show_default=True,
+    help="how long the clients book and the faults go on, e.g. 60s, 5m, 1h",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="clients booking and cancelling at once",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=None,
+    help="repeat a run: the same faults at the same times, the same random draws by the"
+    " clients [default: a random seed, printed]",
+)
+@click.option(
+    "--faults",
+    "fault_kinds",
+    metavar="KINDS",
+    default="all",
+    show_default=True,
+    callback=_fault_kinds,
+    help="comma-separated fault kinds to inject: error, delay, lost_reply, crash, kill,"
+    " postgres; or all, or none",
+)
+@click.option(
+    "--settle-timeout",
+    type=Duration(),
+    default="2m",
+    show_default=True,
+    help="how long every saga may take to finish once the faults stop",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the run's own system keeps its data and logs [default: a new temporary"
+    " folder, removed after a run that passed]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON document")
+def chaos_command(
+    duration: int,
+    concurrency: int,
+    seed: int | None,
+    fault_kinds: frozenset[str],
+    settle_timeout: int,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Bookings under injected faults, process kills and a PostgreSQL restart, then the checker.
+
+    Starts its own embedded system on free ports (never the one `bookingctl up`
+    runs), makes accounts and a few events, and for --duration keeps
+    --concurrency clients booking and cancelling while it injects fault rules
+    (error, delay, lost_reply, crash), kills services with SIGKILL and restarts
+    them, and stops PostgreSQL once. Then it clears the faults, waits until every
+    saga has finished, runs the seven invariants and prints a summary: bookings
+    by outcome, faults by kind, crashes, the time from the last fault to
+    quiescence, and the invariants. Progress goes to stderr. See docs/faults.md.
+
+    Exit status: 0 when every invariant holds and nothing is left running, 1
+    otherwise, 2 when the run could not be made.
+    """
+    # Only this command needs the runner; other commands start without loading it.
+    import secrets
+    import shutil
+
+    from eventbooking import chaos
+
+    if duration < chaos.MIN_DURATION_SECONDS:
+        raise click.BadParameter(
+            f"a chaos run needs at least {chaos.MIN_DURATION_SECONDS}s, for its faults to have"
+            " room",
+            param_hint="--duration",
+        )
+    if settle_timeout < 1:
+        raise click.BadParameter("must be at least 1s", param_hint="--settle-timeout")
+    chosen = secrets.randbelow(2**31) if seed is None else seed
+    tty = sys.stderr.isatty()
+
+    def echo(message: str) -> None:
+        click.echo(f"\r\x1b[K{message}" if tty else message, err=True)
+
+    def progress(line: str) -> None:
+        if tty:
+            # A line that wraps could not be rewritten in place.
+            width = shutil.get_terminal_size().columns - 1
+            click.echo(f"\r\x1b[K{line[:width]}", err=True, nl=False)
+        else:
+            click.echo(line, err=True)
+
+    echo(f"chaos: seed {chosen} (repeat with --seed {chosen})")
+    options = chaos.ChaosOptions(
+        duration=duration,
+        concurrency=concurrency,
+        seed=chosen,
+        kinds=fault_kinds,
+        settle_timeout=settle_timeout,
+    )
+    try:
+        summary = chaos.run(
+            options, home=home, echo=echo, progress=progress, progress_every=0.5 if tty else 10.0
+        )
+    except chaos.ChaosError as err:
+        echo(f"bookingctl chaos: {err}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        echo("bookingctl chaos: interrupted")
+        sys.exit(130)
+    if as_json:
+        _echo_json(summary)
+    else:
+        _echo_lines(chaos.summary_lines(summary))
+    sys.exit(0 if summary["ok"] else 1)
