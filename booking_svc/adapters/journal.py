@@ -12,9 +12,11 @@ The schema is the one migrations/ create; tables.py describes it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +28,7 @@ from sqlalchemy.engine import URL
 
 from booking_svc.domain.model import Booking, LeaseLost, LogRecord, SagaInstance, Written
 from booking_svc.domain.states import BookingStatus, SagaStatus
+from eventbooking import db
 
 _LOG_COLUMNS = (
     "owner, saga_id, step, phase, event, attempt, request_summary, response_summary,"
@@ -73,37 +76,57 @@ SELECT * FROM b
 
 _EXISTING = "SELECT * FROM bookings WHERE account_id = %(account_id)s AND idempotency_key = %(key)s"
 
+# Transitions of many sagas in one statement: every running saga of this process
+# that wrote meanwhile shares the next round trip and commit (group commit). Each
+# saga keeps its own guard, so one that lost its lease just matches nothing. The
+# saga rows are locked in id order, as lease renewal does, so the two never deadlock.
 _APPEND = f"""
-WITH s AS (
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS x(
+        i int, saga_id uuid, owner text, version bigint, now timestamptz, status text,
+        current_step text, lease_expires_at timestamptz, note text, unless_cancelled boolean,
+        booking_status text, booking_amount_cents bigint, failure_reason text,
+        touch_booking boolean, rows jsonb)
+), locked AS (
+    SELECT saga.saga_id FROM saga JOIN x USING (saga_id) ORDER BY saga.saga_id FOR UPDATE OF saga
+), s AS (
     UPDATE saga SET
-        version = version + 1,
-        updated_at = %(now)s,
-        status = COALESCE(%(status)s, status),
-        current_step = COALESCE(%(current_step)s, current_step),
-        lease_expires_at = COALESCE(%(lease_expires_at)s, lease_expires_at),
-        note = COALESCE(%(note)s, note)
-    WHERE saga_id = %(saga_id)s AND owner = %(owner)s AND version = %(version)s
-      AND NOT (%(unless_cancelled)s AND cancel_requested)
-    RETURNING booking_id, version, cancel_requested
+        version = saga.version + 1,
+        updated_at = x.now,
+        status = COALESCE(x.status, saga.status),
+        current_step = COALESCE(x.current_step, saga.current_step),
+        lease_expires_at = COALESCE(x.lease_expires_at, saga.lease_expires_at),
+        note = COALESCE(x.note, saga.note)
+    FROM x JOIN locked USING (saga_id)
+    WHERE saga.saga_id = x.saga_id AND saga.owner = x.owner AND saga.version = x.version
+      AND NOT (x.unless_cancelled AND saga.cancel_requested)
+    RETURNING x.i, x.saga_id, x.owner, x.rows, x.now, x.booking_status, x.booking_amount_cents,
+              x.failure_reason, x.touch_booking, saga.booking_id, saga.version,
+              saga.cancel_requested
 ), l AS (
     INSERT INTO saga_step_log ({_LOG_COLUMNS})
-    SELECT %(owner)s, %(saga_id)s, {_ROW_VALUES}
-    FROM s, {_ROWS}
-    ORDER BY e.n
+    SELECT s.owner, s.saga_id, {_ROW_VALUES}
+    FROM s, jsonb_array_elements(s.rows) WITH ORDINALITY AS e(row, n)
+    ORDER BY s.i, e.n
 ), b AS (
     UPDATE bookings SET
-        updated_at = %(now)s,
-        status = COALESCE(%(booking_status)s, bookings.status),
-        amount_cents = COALESCE(%(booking_amount_cents)s, bookings.amount_cents),
-        failure_reason = COALESCE(%(failure_reason)s, bookings.failure_reason)
+        updated_at = s.now,
+        status = COALESCE(s.booking_status, bookings.status),
+        amount_cents = COALESCE(s.booking_amount_cents, bookings.amount_cents),
+        failure_reason = COALESCE(s.failure_reason, bookings.failure_reason)
     FROM s
-    WHERE bookings.booking_id = s.booking_id AND %(touch_booking)s
+    WHERE bookings.booking_id = s.booking_id AND s.touch_booking
 )
-SELECT version, cancel_requested FROM s
+SELECT i, version, cancel_requested FROM s
 """  # noqa: S608 (made of the constants above only)
 
 # Why a guarded write matched nothing: the lease is gone, or a cancel is waiting.
-_WHY = "SELECT owner, version, cancel_requested FROM saga WHERE saga_id = %(saga_id)s"
+_WHY = "SELECT saga_id, owner, version, cancel_requested FROM saga WHERE saga_id = ANY(%(ids)s)"
+
+# At most this many transitions share one statement; more wait for the next.
+MAX_BATCH = 64
+# Statements in flight at once; each takes whatever transitions are waiting.
+MAX_FLUSHES = 4
 
 
 # How long a write waits for a free connection before it counts as a database outage.
@@ -134,28 +157,37 @@ def pool(url: URL, *, max_size: int) -> AsyncConnectionPool[AsyncConnection[Any]
     )
 
 
+def _row_dicts(records: Sequence[LogRecord]) -> list[dict[str, Any]]:
+    """The records as JSON objects, times in ISO 8601 with their offset."""
+    return [
+        {
+            "step": r.step,
+            "phase": r.phase.value,
+            "event": r.event.value,
+            "attempt": r.attempt,
+            "request_summary": r.request_summary,
+            "response_summary": r.response_summary,
+            "code": r.code,
+            "message": r.message,
+            "trace_id": r.trace_id,
+            "span_id": r.span_id,
+            "at": r.at.isoformat(),
+        }
+        for r in records
+    ]
+
+
 def _rows(records: Sequence[LogRecord]) -> dict[str, str]:
-    """The `rows` parameter: the records as one JSON array, times in ISO 8601 with offset."""
-    return {
-        "rows": json.dumps(
-            [
-                {
-                    "step": r.step,
-                    "phase": r.phase.value,
-                    "event": r.event.value,
-                    "attempt": r.attempt,
-                    "request_summary": r.request_summary,
-                    "response_summary": r.response_summary,
-                    "code": r.code,
-                    "message": r.message,
-                    "trace_id": r.trace_id,
-                    "span_id": r.span_id,
-                    "at": r.at.isoformat(),
-                }
-                for r in records
-            ]
-        )
-    }
+    """The `rows` parameter of _CREATE: the records as one JSON array."""
+    return {"rows": json.dumps(_row_dicts(records))}
+
+
+@dataclass
+class _Pending:
+    """One saga's transition waiting for a statement, and where its answer goes."""
+
+    item: dict[str, Any]
+    answer: asyncio.Future[Written]
 
 
 def _booking(row: dict[str, Any]) -> Booking:
@@ -178,6 +210,8 @@ class PgJournal:
 
     def __init__(self, connections: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self._pool = connections
+        self._waiting: list[_Pending] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def create(
         self, booking: Booking, saga_instance: SagaInstance, first_entry: LogRecord
@@ -235,14 +269,14 @@ class PgJournal:
         unless_cancelled: bool = False,
         now: datetime,
     ) -> Written:
-        params = {
-            "saga_id": saga_id,
+        item = {
+            "saga_id": str(saga_id),
             "owner": owner,
             "version": version,
-            "now": now,
+            "now": now.isoformat(),
             "status": None if status is None else status.value,
             "current_step": current_step,
-            "lease_expires_at": lease_expires_at,
+            "lease_expires_at": None if lease_expires_at is None else lease_expires_at.isoformat(),
             "note": note,
             "unless_cancelled": unless_cancelled,
             "booking_status": None if booking_status is None else booking_status.value,
@@ -250,13 +284,76 @@ class PgJournal:
             "failure_reason": failure_reason,
             "touch_booking": (booking_status, booking_amount_cents, failure_reason)
             != (None, None, None),
-            **_rows(entries),
+            "rows": _row_dicts(entries),
         }
+        pending = _Pending(item, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        if len(self._flushes) < MAX_FLUSHES:
+            self._flushes.add(asyncio.create_task(self._flush_waiting()))
+        return await pending.answer
+
+    async def _flush_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_BATCH]
+                del self._waiting[:MAX_BATCH]
+                await self._write(batch)
+        finally:
+            # In the same step as the last look at _waiting, so no transition is stranded.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushes.discard(task)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        """Write `batch` in one statement and answer each waiter; never raises."""
+        try:
+            written = await self._execute(batch)
+        except Exception as exc:  # noqa: BLE001 (every error goes to the waiters)
+            if len(batch) > 1 and not db.is_outage(exc):
+                # One bad transition must not fail the others: write each on its own.
+                for pending in batch:
+                    await self._write([pending])
+                return
+            for pending in batch:
+                if not pending.answer.done():
+                    pending.answer.set_exception(exc)
+            return
+        for pending, answer in zip(batch, written, strict=True):
+            if pending.answer.done():
+                continue
+            if isinstance(answer, Exception):
+                pending.answer.set_exception(answer)
+            else:
+                pending.answer.set_result(answer)
+
+    async def _execute(self, batch: list[_Pending]) -> list[Written | Exception]:
+        items = [{**pending.item, "i": i} for i, pending in enumerate(batch)]
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(_APPEND, params)).fetchone()
-            if row is not None:
-                return Written(version=row[0], cancel_requested=row[1])
-            now_held = await (await conn.execute(_WHY, {"saga_id": saga_id})).fetchone()
-        if now_held is not None and (now_held[0], now_held[1]) == (owner, version) and now_held[2]:
-            return Written(version=version, cancel_requested=True)
-        raise LeaseLost(f"saga {saga_id} is no longer held by {owner} at version {version}")
+            cur = await conn.execute(_APPEND, {"items": json.dumps(items)})
+            written = {
+                row[0]: Written(version=row[1], cancel_requested=row[2])
+                for row in await cur.fetchall()
+            }
+            missed = [item for item in items if item["i"] not in written]
+            held: dict[str, tuple[str, int, bool]] = {}
+            if missed:
+                ids = [uuid.UUID(item["saga_id"]) for item in missed]
+                why = await conn.execute(_WHY, {"ids": ids})
+                held = {str(row[0]): (row[1], row[2], row[3]) for row in await why.fetchall()}
+        answers: list[Written | Exception] = []
+        for item in items:
+            if item["i"] in written:
+                answers.append(written[item["i"]])
+                continue
+            now_held = held.get(item["saga_id"])
+            if now_held and now_held[:2] == (item["owner"], item["version"]) and now_held[2]:
+                # Its cancel flag is set and it asked to be left alone then: nothing written.
+                answers.append(Written(version=item["version"], cancel_requested=True))
+            else:
+                answers.append(
+                    LeaseLost(
+                        f"saga {item['saga_id']} is no longer held by {item['owner']}"
+                        f" at version {item['version']}"
+                    )
+                )
+        return answers

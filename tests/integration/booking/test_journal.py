@@ -7,13 +7,16 @@ reference), and reads the result back through the repository.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any, cast
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_svc.adapters import journal as pg_journal
@@ -259,3 +262,100 @@ async def test_the_pool_speaks_to_the_services_database_url(engine: AsyncEngine)
     assert info.startswith("postgresql://")
     assert "+psycopg" not in info
     assert db.is_outage(psycopg.OperationalError("server closed the connection unexpectedly"))
+
+
+async def test_concurrent_transitions_share_statements_and_each_gets_its_own_answer(
+    engine: AsyncEngine,
+) -> None:
+    pool = pg_journal.pool(engine.url, max_size=2)
+    await pool.open(wait=True)
+    try:
+        journal = pg_journal.PgJournal(pool)
+        statements: list[int] = []
+        execute = journal._execute
+
+        async def counted(batch: list[Any]) -> list[Any]:
+            statements.append(len(batch))
+            return await execute(batch)
+
+        journal._execute = counted  # type: ignore[method-assign]
+        made = [await created(journal) for _ in range(40)]
+        statements.clear()
+        (_, stolen), (cancelled_booking, cancelled), *rest = made
+        async with SqlBookingUnitOfWork(engine) as uow:
+            await uow.sagas.request_cancel(cancelled_booking.booking_id)
+            await uow.commit()
+        # Another replica took this one over.
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE saga SET owner = 'replica-b' WHERE saga_id = :id"),
+                {"id": stolen.saga_id},
+            )
+        before = {saga.saga_id: await log_rows(engine, saga.saga_id) for _, saga in made[:2]}
+
+        async def advance(saga: SagaInstance) -> Written:
+            return await journal.append(
+                saga.saga_id,
+                owner=OWNER,
+                version=saga.version,
+                entries=[
+                    record(RESERVE_STEP, StepEvent.SUCCEEDED, code="OK"),
+                    record(CHARGE_STEP, StepEvent.STARTED),
+                ],
+                current_step=CHARGE_STEP,
+                booking_amount_cents=700,
+                unless_cancelled=True,
+                now=now(),
+            )
+
+        answers = await asyncio.gather(*(advance(saga) for _, saga in made), return_exceptions=True)
+    finally:
+        await pool.close()
+    assert isinstance(answers[0], LeaseLost)
+    assert answers[1] == Written(version=cancelled.version, cancel_requested=True)
+    for saga_id, rows in before.items():
+        assert await log_rows(engine, saga_id) == rows
+    for (booking, saga), answer in zip(rest, answers[2:], strict=True):
+        assert answer == Written(version=saga.version + 1, cancel_requested=False)
+        async with SqlBookingUnitOfWork(engine) as uow:
+            details = await uow.sagas.details(saga.saga_id)
+        assert [(d.entry.step, d.entry.event) for d in details] == [
+            (RESERVE_STEP, StepEvent.STARTED),
+            (RESERVE_STEP, StepEvent.SUCCEEDED),
+            (CHARGE_STEP, StepEvent.STARTED),
+        ]
+        stored = await booking_of(engine, booking.booking_id)
+        assert stored is not None
+        assert stored.amount_cents == 700
+    # Forty transitions, at most MAX_FLUSHES statements in flight: most shared one.
+    assert sum(statements) == len(made)
+    assert len(statements) < len(made) / 2
+
+
+async def test_a_transition_that_breaks_a_rule_fails_alone(engine: AsyncEngine) -> None:
+    pool = pg_journal.pool(engine.url, max_size=2)
+    await pool.open(wait=True)
+    try:
+        journal = pg_journal.PgJournal(pool)
+        (_, good), (_, bad) = [await created(journal) for _ in range(2)]
+        answers = await asyncio.gather(
+            journal.append(good.saga_id, owner=OWNER, version=good.version, now=now()),
+            # The schema knows no such status: the whole statement fails, then each alone.
+            journal.append(
+                bad.saga_id,
+                owner=OWNER,
+                version=bad.version,
+                booking_status=cast("BookingStatus", _Unknown()),
+                now=now(),
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await pool.close()
+    assert answers[0] == Written(version=good.version + 1, cancel_requested=False)
+    assert isinstance(answers[1], psycopg.errors.CheckViolation)
+    assert (await stored_saga(engine, bad.saga_id)).version == bad.version
+
+
+class _Unknown:
+    value = "LOST"
