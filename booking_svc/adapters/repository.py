@@ -323,9 +323,17 @@ class SqlSagaRepository:
         """
         if not saga_ids:
             return set()
+        # Locked in id order, as the journal locks a batch, so the two never deadlock.
+        held = (
+            sa.select(saga.c.saga_id)
+            .where(saga.c.saga_id.in_(list(saga_ids)), saga.c.owner == owner)
+            .order_by(saga.c.saga_id)
+            .with_for_update()
+            .scalar_subquery()
+        )
         stmt = (
             sa.update(saga)
-            .where(saga.c.saga_id.in_(list(saga_ids)), saga.c.owner == owner)
+            .where(saga.c.saga_id.in_(held), saga.c.owner == owner)
             .values(lease_expires_at=until)
             .returning(saga.c.saga_id)
         )
