@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
@@ -37,10 +36,7 @@ _LOG_COLUMNS = (
 
 # The log rows come as one JSON array, expanded in order, so any number of
 # rows costs one parameter and one statement.
-_ROWS = """
-    jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(row, n)
-"""
-
+# Each item's log rows come as a JSON array, expanded in order.
 _ROW_VALUES = """
     e.row->>'step', e.row->>'phase', e.row->>'event', (e.row->>'attempt')::int,
     e.row->'request_summary', NULLIF(e.row->'response_summary', 'null'::jsonb),
@@ -48,30 +44,41 @@ _ROW_VALUES = """
     (e.row->>'at')::timestamptz
 """
 
+# Bookings of many CreateBooking calls in one statement, each with its saga and first
+# log row. A used idempotency key inserts nothing for its item (even when the same
+# batch used it first); the caller then reads the booking stored under it.
 _CREATE = f"""
-WITH b AS (
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS x(
+        i int, booking_id uuid, account_id uuid, event_id uuid, quantity int,
+        amount_cents bigint, booking_status text, failure_reason text, idempotency_key text,
+        booking_created_at timestamptz, booking_updated_at timestamptz, saga_id uuid,
+        kind text, status text, current_step text, owner text, lease_expires_at timestamptz,
+        version bigint, trace_context jsonb, cancel_requested boolean, note text,
+        created_at timestamptz, updated_at timestamptz, rows jsonb)
+), b AS (
     INSERT INTO bookings (booking_id, account_id, event_id, quantity, amount_cents, status,
                           failure_reason, idempotency_key, created_at, updated_at)
-    VALUES (%(booking_id)s, %(account_id)s, %(event_id)s, %(quantity)s, %(amount_cents)s,
-            %(booking_status)s, %(failure_reason)s, %(idempotency_key)s, %(booking_created_at)s,
-            %(booking_updated_at)s)
+    SELECT booking_id, account_id, event_id, quantity, amount_cents, booking_status,
+           failure_reason, idempotency_key, booking_created_at, booking_updated_at
+    FROM x ORDER BY x.i
     ON CONFLICT (account_id, idempotency_key) DO NOTHING
     RETURNING *
 ), s AS (
     INSERT INTO saga (saga_id, kind, booking_id, status, current_step, owner, lease_expires_at,
                       version, trace_context, cancel_requested, note, created_at, updated_at)
-    SELECT %(saga_id)s, %(kind)s, b.booking_id, %(status)s, %(current_step)s, %(owner)s,
-           %(lease_expires_at)s, %(version)s, %(trace_context)s, %(cancel_requested)s, %(note)s,
-           %(created_at)s, %(updated_at)s
-    FROM b
+    SELECT x.saga_id, x.kind, b.booking_id, x.status, x.current_step, x.owner,
+           x.lease_expires_at, x.version, x.trace_context, x.cancel_requested, x.note,
+           x.created_at, x.updated_at
+    FROM b JOIN x USING (booking_id)
     RETURNING saga_id
 ), l AS (
     INSERT INTO saga_step_log ({_LOG_COLUMNS})
-    SELECT %(owner)s, s.saga_id, {_ROW_VALUES}
-    FROM s, {_ROWS}
-    ORDER BY e.n
+    SELECT x.owner, s.saga_id, {_ROW_VALUES}
+    FROM s JOIN x USING (saga_id), jsonb_array_elements(x.rows) WITH ORDINALITY AS e(row, n)
+    ORDER BY x.i, e.n
 )
-SELECT * FROM b
+SELECT b.*, x.i FROM b JOIN x USING (booking_id)
 """  # noqa: S608 (made of the constants above only)
 
 _EXISTING = "SELECT * FROM bookings WHERE account_id = %(account_id)s AND idempotency_key = %(key)s"
@@ -177,19 +184,6 @@ def _row_dicts(records: Sequence[LogRecord]) -> list[dict[str, Any]]:
     ]
 
 
-def _rows(records: Sequence[LogRecord]) -> dict[str, str]:
-    """The `rows` parameter of _CREATE: the records as one JSON array."""
-    return {"rows": json.dumps(_row_dicts(records))}
-
-
-@dataclass
-class _Pending:
-    """One saga's transition waiting for a statement, and where its answer goes."""
-
-    item: dict[str, Any]
-    answer: asyncio.Future[Written]
-
-
 def _booking(row: dict[str, Any]) -> Booking:
     return Booking(
         booking_id=row["booking_id"],
@@ -205,52 +199,134 @@ def _booking(row: dict[str, Any]) -> Booking:
     )
 
 
+A = TypeVar("A")
+
+
+@dataclass
+class _Pending(Generic[A]):
+    """One write waiting for a statement, and where its answer goes."""
+
+    item: dict[str, Any]
+    answer: asyncio.Future[A]
+
+
+class _Batches(Generic[A]):
+    """Writes that share statements: each waiting write joins the next one.
+
+    `execute` writes a batch of items in one statement and returns one answer
+    per item: a value, or an exception for that item alone. At most
+    MAX_FLUSHES statements are in flight; each takes up to MAX_BATCH items.
+    """
+
+    def __init__(self, execute: Callable[[list[dict[str, Any]]], Awaitable[list[A | Exception]]]):
+        self._execute = execute
+        self._waiting: list[_Pending[A]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: dict[str, Any]) -> A:
+        pending: _Pending[A] = _Pending(item, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        if len(self._flushes) < MAX_FLUSHES:
+            self._flushes.add(asyncio.create_task(self._flush_waiting()))
+        return await pending.answer
+
+    async def _flush_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_BATCH]
+                del self._waiting[:MAX_BATCH]
+                await self._write(batch)
+        finally:
+            # In the same step as the last look at _waiting, so no write is stranded.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushes.discard(task)
+
+    async def _write(self, batch: list[_Pending[A]]) -> None:
+        """Write `batch` in one statement and answer each waiter; never raises."""
+        try:
+            answers = await self._execute([{**p.item, "i": i} for i, p in enumerate(batch)])
+        except Exception as exc:  # noqa: BLE001 (every error goes to the waiters)
+            if len(batch) > 1 and not db.is_outage(exc):
+                # One bad write must not fail the others: write each on its own.
+                for pending in batch:
+                    await self._write([pending])
+                return
+            for pending in batch:
+                if not pending.answer.done():
+                    pending.answer.set_exception(exc)
+            return
+        for pending, answer in zip(batch, answers, strict=True):
+            if pending.answer.done():
+                continue
+            if isinstance(answer, Exception):
+                pending.answer.set_exception(answer)
+            else:
+                pending.answer.set_result(answer)
+
+
 class PgJournal:
     """The Journal of booking_svc.service_layer.unit_of_work over a psycopg pool."""
 
     def __init__(self, connections: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self._pool = connections
-        self._waiting: list[_Pending] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._creates: _Batches[Booking] = _Batches(self._execute_creates)
+        self._appends: _Batches[Written] = _Batches(self._execute_appends)
 
     async def create(
         self, booking: Booking, saga_instance: SagaInstance, first_entry: LogRecord
     ) -> Booking:
-        params = {
-            "booking_id": booking.booking_id,
-            "account_id": booking.account_id,
-            "event_id": booking.event_id,
-            "quantity": booking.quantity,
-            "amount_cents": booking.amount_cents,
-            "booking_status": booking.status.value,
-            "failure_reason": booking.failure_reason,
-            "idempotency_key": booking.idempotency_key,
-            "booking_created_at": booking.created_at,
-            "booking_updated_at": booking.updated_at,
-            "saga_id": saga_instance.saga_id,
-            "kind": saga_instance.kind,
-            "status": saga_instance.status.value,
-            "current_step": saga_instance.current_step,
-            "owner": saga_instance.owner,
-            "lease_expires_at": saga_instance.lease_expires_at,
-            "version": saga_instance.version,
-            "trace_context": Jsonb(saga_instance.trace_context),
-            "cancel_requested": saga_instance.cancel_requested,
-            "note": saga_instance.note,
-            "created_at": saga_instance.created_at,
-            "updated_at": saga_instance.updated_at,
-            **_rows([first_entry]),
-        }
+        return await self._creates.submit(
+            {
+                "booking_id": str(booking.booking_id),
+                "account_id": str(booking.account_id),
+                "event_id": str(booking.event_id),
+                "quantity": booking.quantity,
+                "amount_cents": booking.amount_cents,
+                "booking_status": booking.status.value,
+                "failure_reason": booking.failure_reason,
+                "idempotency_key": booking.idempotency_key,
+                "booking_created_at": booking.created_at.isoformat(),
+                "booking_updated_at": booking.updated_at.isoformat(),
+                "saga_id": str(saga_instance.saga_id),
+                "kind": saga_instance.kind,
+                "status": saga_instance.status.value,
+                "current_step": saga_instance.current_step,
+                "owner": saga_instance.owner,
+                "lease_expires_at": (
+                    None
+                    if saga_instance.lease_expires_at is None
+                    else saga_instance.lease_expires_at.isoformat()
+                ),
+                "version": saga_instance.version,
+                "trace_context": saga_instance.trace_context,
+                "cancel_requested": saga_instance.cancel_requested,
+                "note": saga_instance.note,
+                "created_at": saga_instance.created_at.isoformat(),
+                "updated_at": saga_instance.updated_at.isoformat(),
+                "rows": _row_dicts([first_entry]),
+            }
+        )
+
+    async def _execute_creates(self, items: list[dict[str, Any]]) -> list[Booking | Exception]:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            row = await (await cur.execute(_CREATE, params)).fetchone()
-            if row is None:
-                # ON CONFLICT waited for the first writer to commit, so this read sees its row.
-                key = {"account_id": booking.account_id, "key": booking.idempotency_key}
+            await cur.execute(_CREATE, {"items": json.dumps(items)})
+            stored = {row["i"]: _booking(row) for row in await cur.fetchall()}
+            answers: list[Booking | Exception] = []
+            for item in items:
+                if item["i"] in stored:
+                    answers.append(stored[item["i"]])
+                    continue
+                # The key was used: ON CONFLICT waited for its writer to commit, so it shows.
+                key = {"account_id": item["account_id"], "key": item["idempotency_key"]}
                 row = await (await cur.execute(_EXISTING, key)).fetchone()
-        if row is None:
-            raise RuntimeError(f"booking under key {booking.idempotency_key!r} vanished")
-        return _booking(row)
+                answers.append(
+                    _booking(row)
+                    if row is not None
+                    else RuntimeError(f"booking under key {item['idempotency_key']!r} vanished")
+                )
+        return answers
 
     async def append(
         self,
@@ -269,65 +345,29 @@ class PgJournal:
         unless_cancelled: bool = False,
         now: datetime,
     ) -> Written:
-        item = {
-            "saga_id": str(saga_id),
-            "owner": owner,
-            "version": version,
-            "now": now.isoformat(),
-            "status": None if status is None else status.value,
-            "current_step": current_step,
-            "lease_expires_at": None if lease_expires_at is None else lease_expires_at.isoformat(),
-            "note": note,
-            "unless_cancelled": unless_cancelled,
-            "booking_status": None if booking_status is None else booking_status.value,
-            "booking_amount_cents": booking_amount_cents,
-            "failure_reason": failure_reason,
-            "touch_booking": (booking_status, booking_amount_cents, failure_reason)
-            != (None, None, None),
-            "rows": _row_dicts(entries),
-        }
-        pending = _Pending(item, asyncio.get_running_loop().create_future())
-        self._waiting.append(pending)
-        if len(self._flushes) < MAX_FLUSHES:
-            self._flushes.add(asyncio.create_task(self._flush_waiting()))
-        return await pending.answer
+        return await self._appends.submit(
+            {
+                "saga_id": str(saga_id),
+                "owner": owner,
+                "version": version,
+                "now": now.isoformat(),
+                "status": None if status is None else status.value,
+                "current_step": current_step,
+                "lease_expires_at": (
+                    None if lease_expires_at is None else lease_expires_at.isoformat()
+                ),
+                "note": note,
+                "unless_cancelled": unless_cancelled,
+                "booking_status": None if booking_status is None else booking_status.value,
+                "booking_amount_cents": booking_amount_cents,
+                "failure_reason": failure_reason,
+                "touch_booking": (booking_status, booking_amount_cents, failure_reason)
+                != (None, None, None),
+                "rows": _row_dicts(entries),
+            }
+        )
 
-    async def _flush_waiting(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[:MAX_BATCH]
-                del self._waiting[:MAX_BATCH]
-                await self._write(batch)
-        finally:
-            # In the same step as the last look at _waiting, so no transition is stranded.
-            task = asyncio.current_task()
-            if task is not None:
-                self._flushes.discard(task)
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        """Write `batch` in one statement and answer each waiter; never raises."""
-        try:
-            written = await self._execute(batch)
-        except Exception as exc:  # noqa: BLE001 (every error goes to the waiters)
-            if len(batch) > 1 and not db.is_outage(exc):
-                # One bad transition must not fail the others: write each on its own.
-                for pending in batch:
-                    await self._write([pending])
-                return
-            for pending in batch:
-                if not pending.answer.done():
-                    pending.answer.set_exception(exc)
-            return
-        for pending, answer in zip(batch, written, strict=True):
-            if pending.answer.done():
-                continue
-            if isinstance(answer, Exception):
-                pending.answer.set_exception(answer)
-            else:
-                pending.answer.set_result(answer)
-
-    async def _execute(self, batch: list[_Pending]) -> list[Written | Exception]:
-        items = [{**pending.item, "i": i} for i, pending in enumerate(batch)]
+    async def _execute_appends(self, items: list[dict[str, Any]]) -> list[Written | Exception]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(_APPEND, {"items": json.dumps(items)})
             written = {

@@ -272,13 +272,13 @@ async def test_concurrent_transitions_share_statements_and_each_gets_its_own_ans
     try:
         journal = pg_journal.PgJournal(pool)
         statements: list[int] = []
-        execute = journal._execute
+        execute = journal._appends._execute
 
         async def counted(batch: list[Any]) -> list[Any]:
             statements.append(len(batch))
             return await execute(batch)
 
-        journal._execute = counted  # type: ignore[method-assign]
+        journal._appends._execute = counted  # type: ignore[method-assign]
         made = [await created(journal) for _ in range(40)]
         statements.clear()
         (_, stolen), (cancelled_booking, cancelled), *rest = made
@@ -359,3 +359,41 @@ async def test_a_transition_that_breaks_a_rule_fails_alone(engine: AsyncEngine) 
 
 class _Unknown:
     value = "LOST"
+
+
+async def test_concurrent_creates_share_statements_and_a_used_key_books_once(
+    engine: AsyncEngine,
+) -> None:
+    pool = pg_journal.pool(engine.url, max_size=2)
+    await pool.open(wait=True)
+    try:
+        journal = pg_journal.PgJournal(pool)
+        account = uuid.uuid4()
+        earlier = new_booking(account_id=account, key="used-before")
+        await journal.create(
+            earlier, new_saga(earlier.booking_id), record(RESERVE_STEP, StepEvent.STARTED)
+        )
+        fresh = [new_booking() for _ in range(30)]
+        # The same new key twice in flight at once, and the key used before.
+        twins = [new_booking(account_id=account, key="twin") for _ in range(2)]
+        again = new_booking(account_id=account, key="used-before")
+        wanted = [*fresh, *twins, again]
+        sagas = [new_saga(b.booking_id) for b in wanted]
+        stored = await asyncio.gather(
+            *(
+                journal.create(b, saga, record(RESERVE_STEP, StepEvent.STARTED))
+                for b, saga in zip(wanted, sagas, strict=True)
+            )
+        )
+    finally:
+        await pool.close()
+    assert stored[: len(fresh)] == fresh
+    for saga in sagas[: len(fresh)]:
+        assert await stored_saga(engine, saga.saga_id) == saga
+        assert len(await log_rows(engine, saga.saga_id)) == 1
+    first_twin, second_twin = stored[len(fresh) : len(fresh) + 2]
+    assert first_twin == second_twin
+    assert first_twin.booking_id in {t.booking_id for t in twins}
+    assert stored[-1] == earlier
+    assert await booking_of(engine, again.booking_id) is None
+    assert await log_rows(engine, sagas[-1].saga_id) == []
