@@ -36,8 +36,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -527,62 +525,19 @@ async def serving(port: int, *, alive: Callable[[], bool], within: float) -> boo
     return False
 
 
-# Runs in a fresh interpreter that never loaded gRPC; see `control_postgres`.
-_PG_CONTROL = """
-import sys
-from pathlib import Path
-from eventbooking.localpg import LocalPostgres
-root, port, action, mode = sys.argv[1:5]
-pg = LocalPostgres(Path(root), port=int(port))
-pg.stop(mode=mode) if action == "stop" else pg.start()
-"""
-
-
-def _pg_control_args(system: LocalSystem, action: str, mode: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        _PG_CONTROL,
-        str(system.pg.root),
-        str(system.pg_port),
-        action,
-        mode,
-    ]
-
-
 async def control_postgres(system: LocalSystem, action: str, *, mode: str = "fast") -> None:
-    """Stop (`mode` as pg_ctl's) or start the system's PostgreSQL, from a child process.
+    """Stop (`mode` as pg_ctl's) or start the system's PostgreSQL, in a worker thread.
 
-    Not with `LocalSystem.stop_postgres` in this process: run as root, LocalPostgres
-    forks pg_ctl with another user's ids (so without vfork), and with gRPC calls in
-    flight on other threads gRPC's fork handlers can kill that child before it runs
-    pg_ctl (SIGSEGV): `pg_ctl status` then looks like "not running", and the stop
-    silently does nothing. A fresh interpreter has no gRPC threads to trip over.
+    pg_ctl runs as a subprocess; gRPC's fork handlers could once kill it between
+    fork and exec, which eventbooking/__init__.py prevents for every process of ours.
     """
-    process = await asyncio.create_subprocess_exec(
-        *_pg_control_args(system, action, mode),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    output, _ = await process.communicate()
-    if process.returncode != 0:
-        text = output.decode(errors="replace").strip().splitlines()
-        raise ChaosError(f"PostgreSQL did not {action}:\n" + "\n".join(text[-10:]))
-
-
-def stop_postgres_for_good(system: LocalSystem) -> None:
-    """Make sure the system's PostgreSQL is stopped, whatever `LocalSystem.stop` managed."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            _pg_control_args(system, "stop", "fast"),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=120,
-            check=False,
-            start_new_session=True,
-        )
+    try:
+        if action == "stop":
+            await asyncio.to_thread(system.stop_postgres, mode=mode)
+        else:
+            await asyncio.to_thread(system.start_postgres)
+    except UpError as err:
+        raise ChaosError(f"PostgreSQL did not {action}: {err}") from None
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -1600,14 +1555,8 @@ def _seconds_text(seconds: Mapping[str, float]) -> str:
 
 def judge(system: LocalSystem, token: str) -> Judgement:
     """The checker's report on the settled system, notifications taken from the sink."""
-    ports = system.ports
     reader = checker.Reader(
-        checker.Addresses(
-            account=f"127.0.0.1:{ports['account_svc']}",
-            event=f"127.0.0.1:{ports['event_svc']}",
-            booking=f"127.0.0.1:{ports['booking_svc']}",
-            notification=f"127.0.0.1:{ports['notification_svc']}",
-        ),
+        checker.Addresses.on_localhost(system.ports),
         token=token,
         timeout=60,
     )
@@ -1671,7 +1620,6 @@ def run(
         finally:
             echo("stopping the system")
             system.stop()
-            stop_postgres_for_good(system)
             if temporary and ok:
                 shutil.rmtree(where, ignore_errors=True)
             elif temporary:

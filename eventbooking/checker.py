@@ -646,6 +646,16 @@ class Addresses:
     booking: str
     notification: str
 
+    @classmethod
+    def on_localhost(cls, ports: Mapping[str, int]) -> Addresses:
+        """The services of one machine, by module name to port (LocalSystem.ports)."""
+        return cls(
+            account=f"127.0.0.1:{ports['account_svc']}",
+            event=f"127.0.0.1:{ports['event_svc']}",
+            booking=f"127.0.0.1:{ports['booking_svc']}",
+            notification=f"127.0.0.1:{ports['notification_svc']}",
+        )
+
 
 def _when(ts: Timestamp) -> datetime | None:
     if ts.seconds == 0 and ts.nanos == 0:

@@ -1,14 +1,15 @@
-"""The saga journal on PostgreSQL: every write one statement, one round trip, its own transaction.
+"""The saga journal on PostgreSQL: each write one statement, shared by concurrent sagas.
 
 The engine writes once per participant reply. Through SQLAlchemy that was
 a pool check, BEGIN, two or three statements and COMMIT, and the ORM-free
-Core layer still cost more CPU than the rest of the saga. Here a transition
-is one data-modifying CTE in autocommit: it bumps the saga's version under
+Core layer still cost more CPU than the rest of the saga. Here a write is
+one data-modifying CTE in autocommit: it bumps the saga's version under
 the owner/version guard, appends the log rows and updates the booking, and
 the rows and the booking change only when the guard matched, so the
-statement is the transaction. Statements are prepared once per connection.
-The schema is the one migrations/ create; tables.py describes it.
-"""
+statement is the transaction. Writes that arrive while a statement is in
+flight join the next one (group commit), each under its own guard.
+Statements are prepared once per connection. The schema is the one
+migrations/ create; tables.py describes it."""
 
 from __future__ import annotations
 

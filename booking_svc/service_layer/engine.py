@@ -25,14 +25,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+from tenacity import RetryCallState, stop_after_attempt
 
 from booking_svc.adapters.participants import ParticipantError, Participants
 from booking_svc.domain.log import OPERATOR, LogEntry
@@ -71,6 +71,8 @@ from eventbooking.clock import Clock
 from eventbooking.retry import Sleep
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CallMove = RunAction | RunCompensation
 # The statuses a run ends in: counted as finished by the metrics.
@@ -617,26 +619,29 @@ class SagaEngine:
         limit = timedelta(seconds=policy.give_up_after_seconds or 0)
         return retry.deadline_passed(first + limit, self._clock)
 
-    def _through_outages(self) -> AsyncRetrying:
-        # The call a write records already happened; giving up sooner would make another
-        # replica repeat it, which is safe but wasted.
-        return retry.database_outages(
-            until=self._clock() + self.lease / 2, clock=self._clock, sleep=self._sleep
-        )
+    async def _through_outages(self, write: Callable[[], Awaitable[T]]) -> T:
+        """`write`, tried again while the database cannot be reached, for half a lease.
 
-    async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
-        """Write what `outcome` and the plan after it change; return the next call, if any."""
+        The call a write records already happened; giving up sooner would make
+        another replica repeat it, which is safe but wasted. Most writes succeed
+        at once, so the first try builds no retry loop.
+        """
         try:
-            # Most writes succeed at once, without building a retry loop.
-            return await self._advance_once(run, outcome)
+            return await write()
         except Exception as exc:
             if not db.is_outage(exc):
                 raise
-        move: CallMove | None = None
-        async for attempt in self._through_outages():
+        retrying = retry.database_outages(
+            until=self._clock() + self.lease / 2, clock=self._clock, sleep=self._sleep
+        )
+        async for attempt in retrying:
             with attempt:
-                move = await self._advance_once(run, outcome)
-        return move
+                return await write()
+        raise AssertionError("database_outages re-raises once it gives up")
+
+    async def _advance(self, run: Run, outcome: Outcome) -> CallMove | None:
+        """Write what `outcome` and the plan after it change; return the next call, if any."""
+        return await self._through_outages(lambda: self._advance_once(run, outcome))
 
     async def _advance_once(self, run: Run, outcome: Outcome) -> CallMove | None:
         while True:
@@ -807,15 +812,7 @@ class SagaEngine:
 
     async def _write(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         """A transaction with rows and a fresh lease only: a retry's RETRYING or STARTED row."""
-        try:
-            await self._write_once(run, rows, current_step=current_step)
-            return
-        except Exception as exc:
-            if not db.is_outage(exc):
-                raise
-        async for attempt in self._through_outages():
-            with attempt:
-                await self._write_once(run, rows, current_step=current_step)
+        await self._through_outages(lambda: self._write_once(run, rows, current_step=current_step))
 
     async def _write_once(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         now = self._clock()

@@ -113,14 +113,8 @@ def clear_faults(live: LocalSystem, module: str) -> None:
 
 def check(live: LocalSystem, *accounts: str) -> checker.Report:
     """The invariant checker on the live system, scoped to `accounts` and their events."""
-    ports = live.ports
     reader = checker.Reader(
-        checker.Addresses(
-            account=f"127.0.0.1:{ports['account_svc']}",
-            event=f"127.0.0.1:{ports['event_svc']}",
-            booking=f"127.0.0.1:{ports['booking_svc']}",
-            notification=f"127.0.0.1:{ports['notification_svc']}",
-        ),
+        checker.Addresses.on_localhost(live.ports),
         token=live.admin_token(),
         timeout=10,
     )
