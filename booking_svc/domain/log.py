@@ -5,7 +5,8 @@ STARTED, then SUCCEEDED, FAILED or RETRYING for that attempt, or nothing at
 all when the process died mid-call; the next attempt starts with a new
 STARTED row whose attempt number is one higher. An operator's retry adds a
 RETRYING row with code OPERATOR to a track that was refused or gave up. STARTED is written before
-the call, so a track that was STARTED may have taken effect.
+the call, so a track that was STARTED may have taken effect, unless its one
+and only call was refused: a participant that refuses applies none of the call.
 
 `read_log` replays the rows and refuses any that the definition or the
 track grammar does not allow: the planner never guesses around a bad log.
@@ -51,6 +52,21 @@ class LogEntry:
 
 E = StepEvent
 
+# The codes with which a participant refuses a call and applies none of it. UNKNOWN,
+# INTERNAL, CANCELLED and DATA_LOSS are not here: the call may have got part way.
+REFUSAL_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+    }
+)
+
 # The code of the RETRYING row an operator's retry writes to reopen a track.
 OPERATOR = "OPERATOR"
 
@@ -72,11 +88,23 @@ class Track:
 
     attempts: int = 0
     last: StepEvent | None = None
+    # The gRPC status name of the last row.
+    code: str | None = None
 
     @property
     def started(self) -> bool:
         """True once a call was made or may have been made."""
         return self.attempts > 0
+
+    @property
+    def may_have_applied(self) -> bool:
+        """True once a call may have taken effect: not while the only call made was refused.
+
+        A refusal after an earlier attempt proves nothing about that attempt,
+        which may still arrive late or have been applied before its reply was lost.
+        """
+        refused_once = self.attempts == 1 and self.failed and self.code in REFUSAL_CODES
+        return self.started and not refused_once
 
     @property
     def succeeded(self) -> bool:
@@ -164,11 +192,20 @@ def _check_compensation(
         for later, step in enumerate(definition.steps)
         if later > index
         and step.compensation is not None
-        and actions[later].started
+        and needs_undoing(actions[later], compensations[later])
         and not compensations[later].succeeded
     ]
     if pending:
         raise LogMismatch(f"{where}: later steps are not compensated yet: {pending}")
+
+
+def needs_undoing(action: Track, compensation: Track) -> bool:
+    """True when a step's action may have taken effect, or its undoing has already begun.
+
+    A compensation begun is finished even for a refused action: a log written
+    before refusals were known to apply nothing may hold one.
+    """
+    return action.may_have_applied or compensation.started
 
 
 def _advance(track: Track, entry: LogEntry, *, where: str) -> Track:
@@ -184,4 +221,4 @@ def _advance(track: Track, entry: LogEntry, *, where: str) -> Track:
         expected = attempts = track.attempts
     if entry.attempt != expected:
         raise LogMismatch(f"{where} has attempt {entry.attempt}, expected {expected}")
-    return Track(attempts=attempts, last=entry.event)
+    return Track(attempts=attempts, last=entry.event, code=entry.code)

@@ -13,9 +13,11 @@ log says it was. The rules:
 - After the pivot the saga only goes forward; a refused call there parks
   it STUCK for an operator. A forward-only saga (its first step is the
   pivot) never compensates.
-- COMPENSATING walks backwards over every step whose action was STARTED
-  and that has a compensation: a started call may have taken effect, so
-  it is undone even if it failed or timed out.
+- COMPENSATING walks backwards over every step whose action may have
+  taken effect and that has a compensation: a started call may have, so it
+  is undone even if it failed or timed out, unless the only call made was
+  refused (a refusal applies nothing). A step sold out or short of funds on
+  its first try therefore costs no compensating call.
 
 An operator's retry of a STUCK saga appends a RETRYING row to the failed
 track and resumes in `resume_status`; the planner then runs that track again.
@@ -26,7 +28,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from booking_svc.domain.log import LogEntry, LogMismatch, Progress, Track, read_log
+from booking_svc.domain.log import (
+    LogEntry,
+    LogMismatch,
+    Progress,
+    Track,
+    needs_undoing,
+    read_log,
+)
 from booking_svc.domain.saga import RetryKind, SagaDefinition, Step
 from booking_svc.domain.states import SagaStatus, StepPhase
 
@@ -149,7 +158,9 @@ def _backward(definition: SagaDefinition, progress: Progress) -> Move:
     for index in reversed(range(len(definition.steps))):
         step = definition.steps[index]
         track = progress.compensations[index]
-        if step.compensation is None or not progress.actions[index].started or track.succeeded:
+        if step.compensation is None or track.succeeded:
+            continue
+        if not needs_undoing(progress.actions[index], track):
             continue
         if track.failed:
             return Stuck(f"the compensation of {step.name} was refused")

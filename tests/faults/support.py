@@ -82,6 +82,13 @@ def delay(method: str, seconds: float, *, count: int | None = None) -> faults_pb
     return rule
 
 
+def error(method: str, code: str, *, count: int) -> faults_pb2.FaultRule:
+    """A rule that answers the next `count` calls of `method` with `code`, running nothing."""
+    return faults_pb2.FaultRule(
+        service="*", method=method, kind=faults_pb2.FAULT_KIND_ERROR, code=code, count=count
+    )
+
+
 def set_faults(live: LocalSystem, module: str, *rules: faults_pb2.FaultRule) -> None:
     """Replace `module`'s fault rules at runtime; it must run with <PREFIX>FAULT_CONTROL=true."""
     channel, faults = _fault_control(live, module)

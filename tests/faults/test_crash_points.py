@@ -17,12 +17,19 @@ from booking_svc.service_layer import crash
 from eventbooking.booking.v1 import booking_pb2
 from eventbooking.local import LocalSystem
 from tests.client import Client, status_name
+from tests.faults.support import clear_faults, error, set_faults
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 PRICE = 1500
 QUANTITY = 2
 CAPACITY = 5
+
+
+@pytest.fixture(scope="module")
+def live_env() -> dict[str, dict[str, str]]:
+    # Fault control, so that a Charge's first try can fail UNAVAILABLE (see below).
+    return {"account_svc": {"ACCOUNT_SVC_FAULT_CONTROL": "true"}}
 
 
 def _points(definition_kind: str, phase: StepPhase) -> list[str]:
@@ -65,14 +72,18 @@ def test_a_crash_in_a_step_still_ends_confirmed_and_charged_once(
 def test_a_crash_in_a_compensation_still_ends_failed_with_nothing_charged_or_held(
     live: LocalSystem, client: Client, point: str
 ) -> None:
-    # Too poor to pay: the charge is refused, so the charge and the hold are both undone.
+    # Too poor to pay, refused after a first try that failed UNAVAILABLE. The refusal says
+    # nothing of that try, so the charge is undone as well as the hold: every compensation
+    # runs. (A charge refused on its only try is not undone; a refusal applies nothing.)
     account = client.account(balance_cents=PRICE)
     event = client.event(capacity=CAPACITY, price_cents=PRICE)
     _crash_at(live, point)
+    set_faults(live, "account_svc", error("Charge", "UNAVAILABLE", count=1))
 
     booking = client.book(account, event, quantity=QUANTITY)
     _expect_crash_then_restart(live)
     done = client.wait_done(booking.booking_id)
+    clear_faults(live, "account_svc")
 
     assert status_name(done.status) == "FAILED"
     assert "insufficient funds" in done.failure_reason

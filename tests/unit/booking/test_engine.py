@@ -172,24 +172,18 @@ async def test_a_lost_reply_of_the_notification_sends_it_once(make_world: MakeWo
 # Failures before the pivot: the saga goes back.
 
 
-# The refused step was STARTED and may have taken effect, so it is undone as well,
-# before the steps it follows (tests/unit/booking/test_planner.py has the same rule).
+# A refusal applies nothing, so a step refused on its only call is not undone; the
+# steps before it are, in reverse (tests/unit/booking/test_planner.py has the same rule).
 @pytest.mark.parametrize(
     ("operation", "step", "message", "undone", "calls"),
     [
-        (
-            "reserve_seats",
-            RESERVE,
-            "sold out",
-            [RESERVE],
-            ["reserve_seats", "release_reservation"],
-        ),
+        ("reserve_seats", RESERVE, "sold out", [], ["reserve_seats"]),
         (
             "charge",
             CHARGE,
             "insufficient funds",
-            [CHARGE, RESERVE],
-            ["reserve_seats", "charge", "refund", "release_reservation"],
+            [RESERVE],
+            ["reserve_seats", "charge", "release_reservation"],
         ),
     ],
 )
@@ -217,6 +211,46 @@ async def test_a_step_refused_before_the_pivot_undoes_the_steps_before_it_in_rev
     assert booking.failure_reason == f"{step} failed: FAILED_PRECONDITION: {message}"
     assert_net_zero(world)
     assert world.participants.notifications == {}
+
+
+# An earlier call that timed out may have been applied, or may still arrive: undone.
+@pytest.mark.parametrize("first", [transient(), lost_reply()], ids=["unavailable", "lost_reply"])
+async def test_a_step_refused_after_an_unsure_attempt_is_undone_too(
+    make_world: MakeWorld, first: Reply
+) -> None:
+    world = make_world()
+    world.participants.script("charge", first, refused("insufficient funds"))
+
+    booking = await booked(world)
+
+    saga = world.saga(booking.booking_id)
+    assert saga.status is SagaStatus.COMPENSATED
+    assert world.started(saga.saga_id, COMPENSATION) == [CHARGE, RESERVE]
+    assert world.participants.operations() == [
+        "reserve_seats",
+        "charge",
+        "charge",
+        "refund",
+        "release_reservation",
+    ]
+    assert booking.status is BookingStatus.FAILED
+    assert_net_zero(world)
+
+
+# INTERNAL says nothing of what the participant did before it failed: undone.
+async def test_a_step_failed_with_internal_on_its_only_call_is_undone(
+    make_world: MakeWorld,
+) -> None:
+    world = make_world()
+    world.participants.script("reserve_seats", refused("boom", code="INTERNAL"))
+
+    booking = await booked(world)
+
+    saga = world.saga(booking.booking_id)
+    assert world.started(saga.saga_id, COMPENSATION) == [RESERVE]
+    assert world.participants.operations() == ["reserve_seats", "release_reservation"]
+    assert booking.status is BookingStatus.FAILED
+    assert_net_zero(world)
 
 
 async def test_a_refused_pivot_refunds_and_releases(make_world: MakeWorld) -> None:

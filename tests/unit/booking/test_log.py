@@ -33,13 +33,37 @@ def test_the_log_reads_back_as_one_track_per_step_and_phase() -> None:
     progress = read_log(BOOKING_SAGA, log.entries)
 
     assert progress.actions == (
-        Track(attempts=1, last=SUCCEEDED),
-        Track(attempts=3, last=FAILED),
+        Track(attempts=1, last=SUCCEEDED, code="OK"),
+        Track(attempts=3, last=FAILED, code="FAILED_PRECONDITION"),
         Track(),
         Track(),
     )
-    assert progress.compensations == (Track(), Track(attempts=1, last=SUCCEEDED), Track(), Track())
+    assert progress.compensations == (
+        Track(),
+        Track(attempts=1, last=SUCCEEDED, code="OK"),
+        Track(),
+        Track(),
+    )
     assert progress.compensating
+    # The refusal came after calls whose outcome is unknown: they may have been applied.
+    assert progress.actions[1].may_have_applied
+
+
+@pytest.mark.parametrize(
+    ("code", "applied"),
+    [("FAILED_PRECONDITION", False), ("ABORTED", False), ("INTERNAL", True), ("UNKNOWN", True)],
+)
+def test_only_a_step_refused_on_its_one_call_is_known_to_have_applied_nothing(
+    code: str, applied: bool
+) -> None:
+    log = SagaLog()
+    log.call("reserve_seats", Outcome.SUCCESS)
+    log.append("charge_account", STARTED, attempt=1)
+    log.append("charge_account", FAILED, attempt=1, code=code)
+
+    charge = read_log(BOOKING_SAGA, log.entries).actions[1]
+
+    assert charge.may_have_applied is applied
 
 
 def test_an_operator_retry_may_follow_a_refusal() -> None:
@@ -50,7 +74,9 @@ def test_an_operator_retry_may_follow_a_refusal() -> None:
     log.append("notify", RETRYING, attempt=1)
     log.call("notify", Outcome.SUCCESS, attempt=2)
 
-    assert read_log(BOOKING_SAGA, log.entries).actions[3] == Track(attempts=2, last=SUCCEEDED)
+    assert read_log(BOOKING_SAGA, log.entries).actions[3] == Track(
+        attempts=2, last=SUCCEEDED, code="OK"
+    )
 
 
 def succeeded_through(log: SagaLog, *names: str) -> SagaLog:
@@ -92,7 +118,8 @@ def compensation_of_a_step_that_never_started(log: SagaLog) -> None:
 
 def compensations_out_of_reverse_order(log: SagaLog) -> None:
     log.call("reserve_seats", Outcome.SUCCESS)
-    log.call("charge_account", Outcome.REFUSED)
+    log.call("charge_account", Outcome.TRANSIENT)
+    log.call("charge_account", Outcome.REFUSED, attempt=2)
     log.append("reserve_seats", STARTED, phase=COMPENSATION, attempt=1)
 
 
