@@ -1,8 +1,8 @@
 """A tiny gRPC service on a real grpc.aio server, for the interceptors' tests.
 
 `test.v1.Probe` speaks raw bytes: the request names what the handler does
-(`ok`, `domain`, `bug`, `abort`, `set-code`, `slow`), so each test picks the
-outcome it wants to see counted or traced.
+(`ok`, `domain`, `bug`, `abort`, `unavailable`, `set-code`, `slow`), so
+each test picks the outcome it wants to see counted or traced.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ async def _act(request: bytes, context: ServicerContext) -> None:
         raise ValueError("a bug")
     if request == b"abort":
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    if request == b"unavailable":
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
     if request == b"set-code":
         context.set_code(grpc.StatusCode.ALREADY_EXISTS)
     if request == b"slow":

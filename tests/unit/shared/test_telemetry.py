@@ -6,11 +6,12 @@ that no test installs the global one; `setup` runs in a child process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,250 @@ async def test_health_checks_get_no_span_unless_the_variable_says_otherwise(
     monkeypatch.setenv("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "")
     await check_health(telemetry.server_interceptors(tracer_provider))
     assert [s.name for s in exporter.get_finished_spans()] == ["/grpc.health.v1.Health/Check"]
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return by_kind(list(exporter.get_finished_spans()), SpanKind.SERVER)
+
+
+def outcome(span: ReadableSpan) -> tuple[str, object, StatusCode, str | None]:
+    """Name, rpc.grpc.status_code, status and its description of a server span."""
+    attributes = span.attributes or {}
+    return (
+        span.name,
+        attributes["rpc.grpc.status_code"],
+        span.status.status_code,
+        span.status.description,
+    )
+
+
+async def test_a_server_span_has_the_rpc_and_peer_attributes_and_no_status_when_ok(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe(telemetry.server_interceptors(tracer_provider))
+
+    assert await probe.echo(b"ok") == grpc.StatusCode.OK
+
+    (span,) = server_spans(exporter)
+    attributes = dict(span.attributes or {})
+    user_agent = attributes.pop("rpc.user_agent")
+    port = attributes.pop("net.peer.port")
+    assert attributes == {
+        "rpc.system": "grpc",
+        "rpc.service": PROBE,
+        "rpc.method": "Echo",
+        "rpc.grpc.status_code": grpc.StatusCode.OK.value[0],
+        "net.peer.ip": "127.0.0.1",
+    }
+    assert isinstance(user_agent, str)
+    assert user_agent.startswith("grpc-python")
+    assert isinstance(port, int)
+    assert port > 0
+    assert (span.name, span.kind, span.status.status_code) == (
+        f"/{PROBE}/Echo",
+        SpanKind.SERVER,
+        StatusCode.UNSET,
+    )
+    assert span.parent is None, "a request without a traceparent starts a trace"
+    assert span.events == ()
+
+
+async def test_refusals_leave_the_status_unset_and_record_no_exception(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe([*telemetry.server_interceptors(tracer_provider), ErrorInterceptor()])
+
+    assert await probe.echo(b"domain") == grpc.StatusCode.FAILED_PRECONDITION
+    assert await probe.echo(b"abort") == grpc.StatusCode.NOT_FOUND
+    assert await probe.echo(b"set-code") == grpc.StatusCode.ALREADY_EXISTS
+
+    spans = server_spans(exporter)
+    assert [outcome(s) for s in spans] == [
+        (f"/{PROBE}/Echo", 9, StatusCode.UNSET, None),
+        (f"/{PROBE}/Echo", 5, StatusCode.UNSET, None),
+        (f"/{PROBE}/Echo", 6, StatusCode.UNSET, None),
+    ]
+    # The upstream interceptor recorded every abort's traceback, twice.
+    assert [s.events for s in spans] == [(), (), ()]
+
+
+async def test_server_side_failures_make_the_span_an_error_with_code_and_details(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe([*telemetry.server_interceptors(tracer_provider), ErrorInterceptor()])
+
+    assert await probe.echo(b"unavailable") == grpc.StatusCode.UNAVAILABLE
+    assert await probe.echo(b"bug") == grpc.StatusCode.INTERNAL
+
+    unavailable, internal = server_spans(exporter)
+    assert outcome(unavailable) == (
+        f"/{PROBE}/Echo",
+        14,
+        StatusCode.ERROR,
+        "UNAVAILABLE: try again",
+    )
+    name, code, status, description = outcome(internal)
+    assert (name, code, status) == (f"/{PROBE}/Echo", 13, StatusCode.ERROR)
+    assert description is not None
+    assert description.startswith("INTERNAL: internal error (ref ")
+    # The error interceptor logged the bug and answered with an abort: no traceback here.
+    assert (unavailable.events, internal.events) == ((), ())
+
+
+async def test_an_exception_no_interceptor_mapped_is_recorded_as_unknown(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe(telemetry.server_interceptors(tracer_provider))
+
+    assert await probe.echo(b"bug") == grpc.StatusCode.UNKNOWN
+
+    (span,) = server_spans(exporter)
+    assert outcome(span) == (f"/{PROBE}/Echo", 2, StatusCode.ERROR, "UNKNOWN: ValueError: a bug")
+    assert [e.name for e in span.events] == ["exception"]
+
+
+async def test_a_call_past_its_deadline_is_a_deadline_exceeded_error(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe(telemetry.server_interceptors(tracer_provider))
+
+    assert await probe.echo(b"slow", deadline=0.2) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    # The server cancels the handler when the deadline passes, around when the client hears.
+    for _ in range(100):
+        if server_spans(exporter):
+            break
+        await asyncio.sleep(0.02)
+    (span,) = server_spans(exporter)
+    assert outcome(span)[1:3] == (grpc.StatusCode.DEADLINE_EXCEEDED.value[0], StatusCode.ERROR)
+    assert span.events == ()
+
+
+async def test_a_unary_stream_call_gets_a_span_that_sees_how_the_stream_ended(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    probe = await start_probe([*telemetry.server_interceptors(tracer_provider), ErrorInterceptor()])
+
+    assert await probe.stream(b"ok") == grpc.StatusCode.OK
+    assert await probe.stream(b"domain") == grpc.StatusCode.FAILED_PRECONDITION
+    assert await probe.stream(b"unavailable") == grpc.StatusCode.UNAVAILABLE
+
+    spans = server_spans(exporter)
+    assert [outcome(s) for s in spans] == [
+        (f"/{PROBE}/Stream", 0, StatusCode.UNSET, None),
+        (f"/{PROBE}/Stream", 9, StatusCode.UNSET, None),
+        (f"/{PROBE}/Stream", 14, StatusCode.ERROR, "UNAVAILABLE: try again"),
+    ]
+    assert all((s.attributes or {})["rpc.method"] == "Stream" for s in spans)
+    assert [s.events for s in spans] == [(), (), ()]
+
+
+async def test_whether_a_method_is_traced_is_decided_on_its_first_call_only(
+    start_probe: StartProbe, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = provider
+    asked: list[str] = []
+
+    def traced(details: grpc.HandlerCallDetails) -> bool:
+        asked.append(details.method)
+        return details.method.endswith("/Echo")
+
+    tracer = tracer_provider.get_tracer("test")
+    probe = await start_probe([telemetry.ServerSpans(tracer, traced)])
+    for _ in range(3):
+        assert await probe.echo(b"ok") == grpc.StatusCode.OK
+        assert await probe.stream(b"ok") == grpc.StatusCode.OK
+
+    assert asked == [f"/{PROBE}/Echo", f"/{PROBE}/Stream"]
+    assert [s.name for s in server_spans(exporter)] == [f"/{PROBE}/Echo"] * 3
+
+
+async def test_the_handler_runs_in_the_server_span_whose_parent_is_the_callers(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    tracer_provider, exporter = provider
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def ids(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        seen.append(telemetry.current_ids())
+        return request
+
+    async def stream_ids(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        seen.append(telemetry.current_ids())
+        yield request
+
+    handler = grpc.method_handlers_generic_handler(
+        PROBE,
+        {
+            "Ids": grpc.unary_unary_rpc_method_handler(ids),
+            "StreamIds": grpc.unary_stream_rpc_method_handler(stream_ids),
+        },
+    )
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors(tracer_provider))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    with tracer_provider.get_tracer("test").start_as_current_span("caller") as caller:
+        metadata = tuple(telemetry.inject().items())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.unary_unary(f"/{PROBE}/Ids")(b"", metadata=metadata, timeout=5)
+            async for _ in channel.unary_stream(f"/{PROBE}/StreamIds")(
+                b"", metadata=metadata, timeout=5
+            ):
+                pass
+    finally:
+        await server.stop(None)
+
+    spans = server_spans(exporter)
+    assert [s.name for s in spans] == [f"/{PROBE}/Ids", f"/{PROBE}/StreamIds"]
+    trace_id = f"{caller.get_span_context().trace_id:032x}"
+    for span, (seen_trace, seen_span) in zip(spans, seen, strict=True):
+        assert span.context is not None
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
+        assert (seen_trace, seen_span) == (trace_id, f"{span.context.span_id:016x}")
+
+
+async def test_without_an_sdk_the_handler_still_continues_the_callers_trace(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """OTEL_SDK_DISABLED installs no provider; a saga still records its request's trace."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def ids(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        seen.append(telemetry.current_ids())
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        PROBE, {"Ids": grpc.unary_unary_rpc_method_handler(ids)}
+    )
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors(trace.NoOpTracerProvider()))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    with provider[0].get_tracer("test").start_as_current_span("caller") as caller:
+        metadata = tuple(telemetry.inject().items())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.unary_unary(f"/{PROBE}/Ids")(b"", metadata=metadata, timeout=5)
+            await channel.unary_unary(f"/{PROBE}/Ids")(b"", timeout=5)
+    finally:
+        await server.stop(None)
+
+    context = caller.get_span_context()
+    assert seen == [
+        (f"{context.trace_id:032x}", f"{context.span_id:016x}"),
+        (None, None),
+    ]
 
 
 # Runs `setup` in a fresh process and reports what it installed.
