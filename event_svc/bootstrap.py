@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from event_svc.adapters.repository import SeatShortcuts, SqlSeatShortcuts
 from event_svc.entrypoints.grpc_server import SERVICE_NAME, EventServicer
 from event_svc.service_layer.handlers import EventHandlers
 from event_svc.service_layer.sweeper import sweep_forever
@@ -41,16 +42,22 @@ def bootstrap(
     *,
     engine: AsyncEngine | None = None,
     uow: Callable[[], UnitOfWork] | None = None,
+    shortcuts: SeatShortcuts | None = None,
     clock: Clock | None = None,
 ) -> EventHandlers:
-    """Handlers wired to the database named in settings, or to the fakes given."""
+    """Handlers wired to the database named in settings, or to the fakes given.
+
+    With a unit of work given and no shortcuts, every seat move goes through it.
+    """
     if uow is None:
         bound = engine or db.engine_for(settings)
         uow = lambda: SqlEventUnitOfWork(bound)  # noqa: E731
+        shortcuts = shortcuts or SqlSeatShortcuts(bound)
     return EventHandlers(
         uow,
         clock=clock or utcnow,
         default_hold=timedelta(seconds=settings.default_hold_seconds),
+        shortcuts=shortcuts,
     )
 
 

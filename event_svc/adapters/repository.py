@@ -1,24 +1,39 @@
-"""Repositories of the event database over one connection in a transaction.
+"""Repositories of the event database, and the seat moves that take one statement.
+
+The repositories work over one connection in a transaction. The common
+moves (hold seats for a new id, confirm or release a live hold) also exist
+as single statements that commit on their own, so the event row, which every
+reservation of the event updates, stays locked only while PostgreSQL runs
+that statement, never across a round trip or a turn of the event loop.
 
 Seats move only by single conditional UPDATEs of the event row, so no event
 holds or sells more than its capacity whatever runs at once; the
 reservation row is the point where Reserve, Confirm and Release with the
-same id serialise.
+same id serialise, and every path takes it before the event row, so no two
+of them wait on each other crosswise.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from event_svc.adapters.tables import events, reservations
-from event_svc.domain.model import Event, Reservation, ReservationStatus, SeatChange
+from event_svc.domain.model import (
+    TRANSITIONS,
+    Event,
+    Reservation,
+    ReservationStatus,
+    SeatChange,
+)
 
 
 class EventRepository(Protocol):
@@ -40,6 +55,58 @@ class ReservationRepository(Protocol):
     async def set_status(
         self, reservation_ids: Sequence[uuid.UUID], status: ReservationStatus, *, now: datetime
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class SoldOut:
+    """What a shortcut found instead of seats: a new id, and an event too full to hold it.
+
+    Too full means fewer seats available than asked for, no more than the
+    event's capacity asked for, and no lapsed hold whose expiry would free seats.
+    """
+
+    available: int
+
+
+class SeatShortcuts(Protocol):
+    """The common seat moves, each one statement committed on its own.
+
+    None means the shortcut did not apply and changed nothing; the caller then
+    takes the transactional way, which knows every other case.
+    """
+
+    async def hold_new(
+        self,
+        reservation_id: uuid.UUID,
+        *,
+        event_id: uuid.UUID,
+        quantity: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Reservation | SoldOut | None: ...
+    async def move_live_hold(
+        self, reservation_id: uuid.UUID, status: ReservationStatus, *, now: datetime
+    ) -> Reservation | None: ...
+
+
+class NoShortcuts:
+    """Takes no shortcut, so every move goes through the unit of work (as over in-memory fakes)."""
+
+    async def hold_new(
+        self,
+        reservation_id: uuid.UUID,
+        *,
+        event_id: uuid.UUID,
+        quantity: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Reservation | SoldOut | None:
+        return None
+
+    async def move_live_hold(
+        self, reservation_id: uuid.UUID, status: ReservationStatus, *, now: datetime
+    ) -> Reservation | None:
+        return None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -189,3 +256,136 @@ class SqlReservationRepository:
             .where(reservations.c.reservation_id.in_(reservation_ids))
             .values(status=status.value, updated_at=now)
         )
+
+
+# One snapshot of the event, whether the id is taken and whether the event has lapsed holds.
+# `held` inserts the reservation only for a new id and seats the snapshot shows; `taken`
+# re-checks the seats on the newest event row, which it locks after the reservation row, as
+# every other path does. If a concurrent taker got there first, `undone` inserts the id a second
+# time, and the unique violation rolls the whole statement back. 'HELD' is written out so the
+# planner can use the partial index of held reservations by event.
+_HOLD_NEW = sa.text(
+    """
+    WITH event AS (
+        SELECT event_id, capacity, price_cents,
+               capacity - held_seats - sold_seats AS available,
+               EXISTS (
+                   SELECT FROM reservations WHERE reservation_id = :reservation_id
+               ) AS id_taken,
+               EXISTS (
+                   SELECT FROM reservations
+                   WHERE event_id = :event_id AND status = 'HELD' AND expires_at <= :now
+               ) AS lapsed_holds
+        FROM events
+        WHERE event_id = :event_id
+    ), held AS (
+        INSERT INTO reservations (reservation_id, event_id, quantity, amount_cents, status,
+                                  expires_at, created_at, updated_at)
+        SELECT :reservation_id, event_id, :quantity, :quantity * price_cents, 'HELD',
+               :expires_at, :now, :now
+        FROM event
+        WHERE available >= :quantity AND NOT id_taken
+        RETURNING reservation_id, event_id, quantity, amount_cents, status, expires_at
+    ), taken AS (
+        UPDATE events SET held_seats = held_seats + held.quantity
+        FROM held
+        WHERE events.event_id = held.event_id
+          AND capacity - held_seats - sold_seats >= held.quantity
+        RETURNING events.event_id
+    ), undone AS (
+        INSERT INTO reservations (reservation_id, event_id, quantity, amount_cents, status,
+                                  expires_at, created_at, updated_at)
+        SELECT reservation_id, event_id, quantity, amount_cents, status, expires_at, :now, :now
+        FROM held
+        WHERE NOT EXISTS (SELECT FROM taken)
+    )
+    SELECT held.*, event.capacity, event.available, event.id_taken, event.lapsed_holds
+    FROM event LEFT JOIN held ON true
+    """
+)
+
+# A hold is live while its time is not up, the converse of `Reservation.lapsed`. The
+# reservation row is locked first, then the event row, as every other path does.
+_MOVE_LIVE_HOLD = sa.text(
+    """
+    WITH moved AS (
+        UPDATE reservations SET status = :status, updated_at = :now
+        WHERE reservation_id = :reservation_id AND status = 'HELD' AND expires_at > :now
+        RETURNING reservation_id, event_id, quantity, amount_cents, status, expires_at
+    ), seats AS (
+        UPDATE events
+        SET held_seats = held_seats + :held_per_seat * moved.quantity,
+            sold_seats = sold_seats + :sold_per_seat * moved.quantity
+        FROM moved
+        WHERE events.event_id = moved.event_id
+    )
+    SELECT reservation_id, event_id, quantity, amount_cents, status, expires_at FROM moved
+    """
+)
+
+
+class SqlSeatShortcuts:
+    """The shortcuts as single statements, each on a pooled connection in autocommit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def hold_new(
+        self,
+        reservation_id: uuid.UUID,
+        *,
+        event_id: uuid.UUID,
+        quantity: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Reservation | SoldOut | None:
+        """Insert a HELD reservation and take its seats, or find the event sold out, or None.
+
+        None when the event is missing, the id is taken (now or meanwhile), the
+        quantity exceeds the capacity, lapsed holds might free seats, or the
+        seats went between the snapshot and the lock.
+        """
+        params = {
+            "reservation_id": reservation_id,
+            "event_id": event_id,
+            "quantity": quantity,
+            "expires_at": expires_at,
+            "now": now,
+        }
+        try:
+            row = await self._one(_HOLD_NEW, params)
+        except sa.exc.IntegrityError as exc:
+            # The id was inserted meanwhile, or `undone` undid a hold whose seats went.
+            if isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                return None
+            raise
+        if row is None:
+            return None
+        m = row._mapping
+        if m["reservation_id"] is not None:
+            return _reservation(row)
+        # Only what the unit of work would refuse as sold out, with no lapsed hold to expire first.
+        if m["id_taken"] or m["lapsed_holds"] or not m["available"] < quantity <= m["capacity"]:
+            return None
+        return SoldOut(available=m["available"])
+
+    async def move_live_hold(
+        self, reservation_id: uuid.UUID, status: ReservationStatus, *, now: datetime
+    ) -> Reservation | None:
+        """Move a HELD reservation whose time is not up to `status`, its seats with it."""
+        per_seat = TRANSITIONS[(ReservationStatus.HELD, status)]
+        params = {
+            "reservation_id": reservation_id,
+            "status": status.value,
+            "held_per_seat": per_seat.held,
+            "sold_per_seat": per_seat.sold,
+            "now": now,
+        }
+        row = await self._one(_MOVE_LIVE_HOLD, params)
+        return _reservation(row) if row else None
+
+    async def _one(
+        self, stmt: sa.TextClause, params: Mapping[str, object]
+    ) -> sa.Row[tuple[object, ...]] | None:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(stmt, params)).first()

@@ -4,6 +4,14 @@ Each handler opens a unit of work, loads, changes and commits; anything
 raised before the commit rolls the whole change back. Reservation changes
 lock the reservation row first, so Reserve, Confirm and Release with one id
 take turns, and move the event's seat counters in the same transaction.
+
+Reserve, Confirm and Release first try their common case as a shortcut: one
+statement that commits on its own, so the event row, which every reservation
+of a popular event updates, is locked only for as long as PostgreSQL runs
+it. A reserve's shortcut may also find the event sold out with no lapsed
+hold to expire, and is then refused as the unit of work would refuse it.
+When a shortcut does not apply it changes nothing, and the unit of work
+handles the request, with every rule and refusal of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from event_svc.adapters.repository import NoShortcuts, SeatShortcuts, SoldOut
 from event_svc.domain import commands
 from event_svc.domain.model import (
     Event,
@@ -30,14 +39,24 @@ EXPIRE_ON_DEMAND_LIMIT = 1000
 
 
 class EventHandlers:
-    """The event service's use cases over a unit-of-work factory, a clock and the default hold."""
+    """The event service's use cases over a unit-of-work factory, a clock and the default hold.
+
+    `shortcuts` does the common seat moves in one statement each; without
+    them every move goes through the unit of work.
+    """
 
     def __init__(
-        self, uow: Callable[[], UnitOfWork], *, clock: Clock, default_hold: timedelta
+        self,
+        uow: Callable[[], UnitOfWork],
+        *,
+        clock: Clock,
+        default_hold: timedelta,
+        shortcuts: SeatShortcuts | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._default_hold = default_hold
+        self._shortcuts = shortcuts or NoShortcuts()
 
     async def create_event(self, cmd: commands.CreateEvent) -> Event:
         event = Event(
@@ -72,6 +91,17 @@ class EventHandlers:
         """Hold seats until the hold time is up; a repeated id gets its reservation back."""
         now = self._clock()
         hold = timedelta(seconds=cmd.hold_seconds) if cmd.hold_seconds else self._default_hold
+        shortcut = await self._shortcuts.hold_new(
+            cmd.reservation_id,
+            event_id=cmd.event_id,
+            quantity=cmd.quantity,
+            expires_at=now + hold,
+            now=now,
+        )
+        if isinstance(shortcut, Reservation):
+            return shortcut
+        if isinstance(shortcut, SoldOut):
+            raise _sold_out(shortcut.available, cmd.quantity)
         async with self._uow() as uow:
             event = await _require_event_txn(uow, cmd.event_id)
             if cmd.quantity > event.capacity:
@@ -96,16 +126,18 @@ class EventHandlers:
                 if await uow.events.take_seats(cmd.event_id, cmd.quantity) is None:
                     short = await _require_event_txn(uow, cmd.event_id)
                     # Raising rolls back the claim too, so a later Release records a tombstone.
-                    raise FailedPrecondition(
-                        f"sold out: {short.available_seats} seats available, "
-                        f"{cmd.quantity} requested"
-                    )
+                    raise _sold_out(short.available_seats, cmd.quantity)
             await uow.commit()
         return reservation
 
     async def confirm_reservation(self, cmd: commands.ConfirmReservation) -> Reservation:
         """Turn a live hold into sold seats; a confirmed one is returned as it is."""
         now = self._clock()
+        confirmed = await self._shortcuts.move_live_hold(
+            cmd.reservation_id, ReservationStatus.CONFIRMED, now=now
+        )
+        if confirmed is not None:
+            return confirmed
         async with self._uow() as uow:
             reservation = await uow.reservations.lock(cmd.reservation_id)
             if reservation is None:
@@ -131,6 +163,11 @@ class EventHandlers:
     async def release_reservation(self, cmd: commands.ReleaseReservation) -> Reservation:
         """Give the seats back; an unknown id is recorded as released (a tombstone)."""
         now = self._clock()
+        released = await self._shortcuts.move_live_hold(
+            cmd.reservation_id, ReservationStatus.RELEASED, now=now
+        )
+        if released is not None:
+            return released
         tombstone = Reservation.tombstone(cmd.reservation_id)
         async with self._uow() as uow:
             if await uow.reservations.claim(tombstone, now=now):
@@ -159,6 +196,10 @@ async def _require_event_txn(uow: UnitOfWork, event_id: uuid.UUID) -> Event:
     if event is None:
         raise NotFound(f"event {event_id} does not exist")
     return event
+
+
+def _sold_out(available: int, quantity: int) -> FailedPrecondition:
+    return FailedPrecondition(f"sold out: {available} seats available, {quantity} requested")
 
 
 def _released(reservation: Reservation) -> str:

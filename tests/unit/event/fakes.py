@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+from event_svc.adapters.repository import EventRepository, ReservationRepository
 from event_svc.domain.model import Event, Reservation, ReservationStatus, SeatChange
 
 
@@ -102,8 +103,8 @@ class FakeUnitOfWork:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._saved: tuple[dict[uuid.UUID, Event], dict[uuid.UUID, Reservation]] | None = None
-        self.events = FakeEventRepository(store)
-        self.reservations = FakeReservationRepository(store)
+        self.events: EventRepository = FakeEventRepository(store)
+        self.reservations: ReservationRepository = FakeReservationRepository(store)
 
     async def __aenter__(self) -> Self:
         self._saved = self._store.snapshot()
