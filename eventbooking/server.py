@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -225,6 +226,7 @@ async def _serve(
         for step in lifecycle.startup:
             await step()
         tasks = [asyncio.create_task(job()) for job in lifecycle.background]
+        _tune_gc()
         await set_status(health, names, serving=True)
         log.info("serving", extra={"port": port})
         waiter = asyncio.create_task(stop.wait())
@@ -248,6 +250,18 @@ async def _serve(
         for step in lifecycle.shutdown:
             await step()
         log.info("stopped")
+
+
+# A request allocates thousands of short-lived objects (messages, spans, rows); with the
+# default threshold of 700 the collector ran every few requests and walked everything
+# alive each time. Measured under the bench: about 8 % of booking_svc's CPU.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def _tune_gc() -> None:
+    """Set what the service made at start aside for good, and collect young objects seldom."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(settings: ServiceSettings, services: Sequence[Service], lifecycle: Lifecycle) -> None:
