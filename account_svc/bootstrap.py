@@ -67,7 +67,7 @@ def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
     handlers = bootstrap(settings, engine=engine)
     migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
     return [grpc_service(handlers)], Lifecycle(
-        startup=[migrate],
+        startup=[migrate, db.warm_step(engine, settings.db_pool_size)],
         shutdown=[engine.dispose],
         # Tokens are checked against this service's own table, uncached: a rotation counts at once.
         token_lookup=handlers.authenticate,

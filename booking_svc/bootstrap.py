@@ -132,7 +132,7 @@ def server_parts(settings: Settings) -> tuple[list[Service], Lifecycle]:
     services = grpc_services(app.handlers, max_wait_seconds=settings.max_wait_seconds)
     migrate = db.migration_step(settings, migrations=MIGRATIONS, version_table=VERSION_TABLE)
     return services, Lifecycle(
-        startup=[migrate, journal_pool.open],
+        startup=[migrate, journal_pool.open, db.warm_step(engine, settings.db_pool_size)],
         background=[
             lambda: app.engine.recover_forever(interval=settings.recovery_interval_seconds),
             app.engine.heartbeat_forever,

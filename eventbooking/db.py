@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from eventbooking.settings import DatabaseSettings
 
@@ -76,6 +76,35 @@ def engine_for(settings: DatabaseSettings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
+
+
+def warm_step(engine: AsyncEngine, size: int) -> Callable[[], Awaitable[None]]:
+    """A startup step that opens `size` of the pool's connections at once and keeps them.
+
+    Each new connection costs a SCRAM exchange and a backend fork; opened on
+    demand they all come due in the first burst of requests, when the service
+    is busiest. A database that cannot be reached yet only delays them to first use.
+    """
+
+    async def open_one() -> AsyncConnection:
+        conn = engine.connect()
+        await conn.start()
+        return conn
+
+    async def warm() -> None:
+        opened = await asyncio.gather(*(open_one() for _ in range(size)), return_exceptions=True)
+        # Closing gives each back to the pool, which keeps up to its size open.
+        for conn in opened:
+            if isinstance(conn, AsyncConnection):
+                await conn.close()
+        failed = [type(err).__name__ for err in opened if isinstance(err, BaseException)]
+        if failed:
+            log.warning(
+                "some database connections could not be opened at start; they open on first use",
+                extra={"failed": len(failed), "error": failed[0]},
+            )
+
+    return warm
 
 
 def migration_step(

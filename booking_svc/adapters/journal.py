@@ -154,7 +154,8 @@ def pool(url: URL, *, max_size: int) -> AsyncConnectionPool[AsyncConnection[Any]
     OperationalError like any other outage."""
     return AsyncConnectionPool(
         conninfo(url),
-        min_size=min(4, max_size),
+        # All open from the start, so a first burst of bookings waits for no connection.
+        min_size=max_size,
         max_size=max_size,
         kwargs={"autocommit": True, "prepare_threshold": 0},
         # With the database down no connection comes: fail as an outage (UNAVAILABLE to a
