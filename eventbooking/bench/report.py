@@ -69,6 +69,10 @@ class ContentionMeasure:
     available: int
     # Charges minus refunds of each account, in the order of the run's accounts.
     net_charged: Sequence[int]
+    # First request to no saga running, and the CPU readings at either end.
+    window_s: float = 0.0
+    cpu_before: Mapping[str, float | None] | None = None
+    cpu_after: Mapping[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,7 @@ def contention_json(m: ContentionMeasure) -> dict[str, Any]:
         "nothing_charged_for_failed": charged == confirmed_amount and mismatched == 0,
         "exactly_capacity_confirmed": confirmed == min(m.seats, len(m.samples)),
         "all_sagas_finished": m.quiet,
+        "cpu": cpu_report(m.cpu_before, m.cpu_after, bookings=len(m.samples), window_s=m.window_s),
     }
 
 
@@ -494,6 +499,15 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f" {'nothing' if c['nothing_charged_for_failed'] else 'MONEY'} charged for failed"
             f" bookings; event sold {c['event']['sold']}, held {c['event']['held']}",
         ]
+        if c.get("cpu"):
+            per = c["cpu"]["per_booking_s"]
+            lines.append(
+                "  CPU ms per booking: "
+                + ", ".join(
+                    f"{name} {_num(None if v is None else v * 1000, '.1f')}"
+                    for name, v in per.items()
+                )
+            )
     r = report["recovery"]
     if r:
         final = (

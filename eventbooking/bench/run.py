@@ -316,11 +316,14 @@ class Bench:
     async def contention(self) -> ContentionMeasure:
         n, seats = self.config.contention_bookings, self.config.contention_seats
         fixtures = await self._fixtures(n, events=1, seats_per_event=seats)
+        cpu_before = self.target.cpu()
         started = time.monotonic()
         progress = self._progress(f"contention {n} for {seats} seats", n)
         samples = await drive(n, n, self._job(fixtures, "saga"), progress)
         load_s = time.monotonic() - started
         quiet = await self.client.wait_quiet(within=QUIET_WITHIN_SECONDS)
+        window_s = time.monotonic() - started
+        cpu_after = self.target.cpu()
         event = await self.client.event(fixtures.events[0])
         net = await asyncio.gather(*(self.client.net_charged(a) for a in fixtures.accounts))
         return ContentionMeasure(
@@ -334,6 +337,9 @@ class Bench:
             held=event.held_seats,
             available=event.available_seats,
             net_charged=net,
+            window_s=window_s,
+            cpu_before=cpu_before,
+            cpu_after=cpu_after,
         )
 
     async def recovery(self) -> RecoveryMeasure:

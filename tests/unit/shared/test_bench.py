@@ -3,6 +3,7 @@ report built from hand-made measures, and the options it refuses before starting
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -378,6 +379,21 @@ def test_a_clean_contention_charges_exactly_the_confirmed_bookings() -> None:
     assert c["nothing_charged_for_failed"]
     assert c["exactly_capacity_confirmed"]
     assert report["ok"], report["problems"]
+
+
+def test_contention_reports_cpu_per_booking_over_its_window() -> None:
+    measure = dataclasses.replace(
+        contention(net_charged=[5000, 5000]),
+        window_s=4.0,
+        cpu_before={"booking_svc": 1.0, "event_svc": 2.0},
+        cpu_after={"booking_svc": 1.2, "event_svc": 2.1},
+    )
+
+    cpu = build_report(context(), contention=measure)["contention"]["cpu"]
+
+    assert cpu["per_booking_s"]["booking_svc"] == pytest.approx(0.002)
+    assert cpu["per_booking_s"]["event_svc"] == pytest.approx(0.001)
+    assert cpu["cores_used"]["booking_svc"] == pytest.approx(0.05)
 
 
 def test_money_kept_for_a_failed_booking_is_a_problem() -> None:
