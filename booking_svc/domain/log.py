@@ -10,6 +10,7 @@ and only call was refused: a participant that refuses applies none of the call.
 
 `read_log` replays the rows and refuses any that the definition or the
 track grammar does not allow: the planner never guesses around a bad log.
+`advance` reads one more row the same way, for a saga that keeps its tracks.
 """
 
 from __future__ import annotations
@@ -134,51 +135,79 @@ def read_log(definition: SagaDefinition, entries: Sequence[LogEntry]) -> Progres
     actions = [Track()] * len(steps)
     compensations = [Track()] * len(steps)
     for position, entry in enumerate(entries):
-        where = f"log row {entry.seq} ({entry.step} {entry.phase.value} {entry.event.value})"
         if position and entries[0].saga_id != entry.saga_id:
-            raise LogMismatch(f"{where} belongs to saga {entry.saga_id}, not {entries[0].saga_id}")
+            raise LogMismatch(
+                f"{_where(entry)} belongs to saga {entry.saga_id}, not {entries[0].saga_id}"
+            )
         if position and entries[position - 1].seq >= entry.seq:
-            raise LogMismatch(f"{where} is out of order")
-        try:
-            index = definition.index(entry.step)
-        except KeyError:
-            raise LogMismatch(f"{where}: saga {definition.kind} has no such step") from None
-        if entry.phase is StepPhase.ACTION:
-            _check_action(
-                definition, index, where=where, actions=actions, compensations=compensations
-            )
-            actions[index] = _advance(actions[index], entry, where=where)
-        else:
-            _check_compensation(
-                definition, index, where=where, actions=actions, compensations=compensations
-            )
-            compensations[index] = _advance(compensations[index], entry, where=where)
+            raise LogMismatch(f"{_where(entry)} is out of order")
+        index, track = _read_row(definition, entry, actions=actions, compensations=compensations)
+        (actions if entry.phase is StepPhase.ACTION else compensations)[index] = track
     return Progress(actions=tuple(actions), compensations=tuple(compensations))
+
+
+def advance(progress: Progress, definition: SagaDefinition, entry: LogEntry) -> Progress:
+    """`progress` with `entry`, the next row of the same saga, read into it as `read_log` would.
+
+    LogMismatch if the row is wrong; the caller vouches for its saga and its order.
+    """
+    actions, compensations = progress.actions, progress.compensations
+    index, track = _read_row(definition, entry, actions=actions, compensations=compensations)
+    if entry.phase is StepPhase.ACTION:
+        actions = (*actions[:index], track, *actions[index + 1 :])
+    else:
+        compensations = (*compensations[:index], track, *compensations[index + 1 :])
+    return Progress(actions=actions, compensations=compensations)
+
+
+def _where(entry: LogEntry) -> str:
+    """How an error names a row; built only for an error."""
+    return f"log row {entry.seq} ({entry.step} {entry.phase.value} {entry.event.value})"
+
+
+def _read_row(
+    definition: SagaDefinition,
+    entry: LogEntry,
+    *,
+    actions: Sequence[Track],
+    compensations: Sequence[Track],
+) -> tuple[int, Track]:
+    """The position of the row's step and its track with the row; LogMismatch if it is wrong."""
+    try:
+        index = definition.index(entry.step)
+    except KeyError:
+        raise LogMismatch(f"{_where(entry)}: saga {definition.kind} has no such step") from None
+    if entry.phase is StepPhase.ACTION:
+        _check_action(definition, index, entry, actions=actions, compensations=compensations)
+        return index, _advance(actions[index], entry)
+    _check_compensation(definition, index, entry, actions=actions, compensations=compensations)
+    return index, _advance(compensations[index], entry)
 
 
 def _check_action(
     definition: SagaDefinition,
     index: int,
+    entry: LogEntry,
     *,
-    where: str,
     actions: Sequence[Track],
     compensations: Sequence[Track],
 ) -> None:
     if any(track.started for track in compensations):
-        raise LogMismatch(f"{where}: an action after compensation began")
+        raise LogMismatch(f"{_where(entry)}: an action after compensation began")
     waiting = [definition.steps[i].name for i in range(index) if not actions[i].succeeded]
     if waiting:
-        raise LogMismatch(f"{where}: earlier steps have not succeeded: {waiting}")
+        raise LogMismatch(f"{_where(entry)}: earlier steps have not succeeded: {waiting}")
 
 
 def _check_compensation(
     definition: SagaDefinition,
     index: int,
+    entry: LogEntry,
     *,
-    where: str,
     actions: Sequence[Track],
     compensations: Sequence[Track],
 ) -> None:
+    where = _where(entry)
     if definition.steps[index].compensation is None:
         raise LogMismatch(f"{where}: the step has no compensation")
     if not actions[index].started:
@@ -208,17 +237,17 @@ def needs_undoing(action: Track, compensation: Track) -> bool:
     return action.may_have_applied or compensation.started
 
 
-def _advance(track: Track, entry: LogEntry, *, where: str) -> Track:
+def _advance(track: Track, entry: LogEntry) -> Track:
     # An operator may also reopen a track whose retries gave up (its last row is RETRYING).
     reopened = entry.code == OPERATOR and track.last is E.RETRYING and entry.event is E.RETRYING
     if entry.event not in _FOLLOWS[track.last] and not reopened:
         last = track.last.value if track.last else "nothing"
-        raise LogMismatch(f"{where} cannot follow {last}")
+        raise LogMismatch(f"{_where(entry)} cannot follow {last}")
     if entry.event is StepEvent.STARTED:
         expected = track.attempts + 1
         attempts = expected
     else:
         expected = attempts = track.attempts
     if entry.attempt != expected:
-        raise LogMismatch(f"{where} has attempt {entry.attempt}, expected {expected}")
+        raise LogMismatch(f"{_where(entry)} has attempt {entry.attempt}, expected {expected}")
     return Track(attempts=attempts, last=entry.event, code=entry.code)

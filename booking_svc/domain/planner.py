@@ -95,7 +95,19 @@ def plan(
     Raises LogMismatch when the log disagrees with the definition or with
     `status`, and ValueError for a status that has no next move.
     """
-    progress = read_log(definition, entries)
+    return next_move(
+        definition, read_log(definition, entries), status=status, cancel_requested=cancel_requested
+    )
+
+
+def next_move(
+    definition: SagaDefinition,
+    progress: Progress,
+    *,
+    status: SagaStatus,
+    cancel_requested: bool,
+) -> Move:
+    """`plan` for a log already read into `progress`: what a running saga keeps between rows."""
     if status is SagaStatus.RUNNING:
         return _forward(definition, progress, cancel_requested=cancel_requested)
     if status is SagaStatus.COMPENSATING:

@@ -30,7 +30,9 @@ class Subscription:
     async def next(self, within: float) -> Booking | None:
         """The next published booking, or None when `within` seconds pass first."""
         try:
-            await asyncio.wait_for(self._event.wait(), within)
+            # Not wait_for, which wraps the wait in a task of its own each time.
+            async with asyncio.timeout(within):
+                await self._event.wait()
         except TimeoutError:
             return None
         self._event.clear()

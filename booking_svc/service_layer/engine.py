@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 
 from opentelemetry import trace
@@ -35,7 +36,7 @@ from opentelemetry.trace import Status, StatusCode
 from tenacity import RetryCallState, stop_after_attempt
 
 from booking_svc.adapters.participants import ParticipantError, Participants
-from booking_svc.domain.log import OPERATOR, LogEntry
+from booking_svc.domain.log import OPERATOR, LogEntry, Progress, advance, read_log
 from booking_svc.domain.model import Booking, LeaseLost, LogRecord, SagaInstance
 from booking_svc.domain.planner import (
     Compensated,
@@ -44,7 +45,7 @@ from booking_svc.domain.planner import (
     RunCompensation,
     StartCompensating,
     Stuck,
-    plan,
+    next_move,
 )
 from booking_svc.domain.saga import (
     DEFINITIONS,
@@ -91,14 +92,49 @@ class Run:
     entries: list[LogEntry]
     # The saga span opened when a new saga was created, so its first row names it.
     span: trace.Span | None = None
+    # The tracks of the first `_read` entries, so planning reads each row once, not every time.
+    _tracks: Progress | None = field(default=None, init=False, repr=False, compare=False)
+    _read: int = field(default=0, init=False, repr=False, compare=False)
+    # Each call this run made, by step and phase, with the booking fields it was built from.
+    calls: dict[tuple[str, StepPhase], tuple[tuple[object, ...], Call]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def saga_id(self) -> uuid.UUID:
         return self.saga.saga_id
 
+    @cached_property
+    def saga_id_text(self) -> str:
+        """str(saga_id), for span attributes and log fields on every step."""
+        return str(self.saga.saga_id)
+
+    @cached_property
+    def booking_id_text(self) -> str:
+        return str(self.booking.booking_id)
+
     def record(self, record: LogRecord) -> None:
         """Add a committed row to what this run knows of its log."""
         self.entries.append(numbered(self.entries, self.saga_id, record))
+
+    def extend(self, entries: Sequence[LogEntry], *, tracks: Progress | None) -> None:
+        """Add committed rows numbered by `numbered`; `tracks`, if read, are those of the log
+        up to and including them."""
+        caught_up = self._tracks is not None and self._read == len(self.entries)
+        self.entries.extend(entries)
+        if tracks is not None and caught_up:
+            self._tracks, self._read = tracks, len(self.entries)
+
+    def progress(self) -> Progress:
+        """The tracks of every recorded row; LogMismatch, as `read_log`, if one is wrong."""
+        if self._tracks is None:
+            self._tracks = read_log(self.definition, self.entries)
+            self._read = len(self.entries)
+        # The rows recorded since the last call: numbered in order, all of this saga.
+        while self._read < len(self.entries):
+            self._tracks = advance(self._tracks, self.definition, self.entries[self._read])
+            self._read += 1
+        return self._tracks
 
 
 def numbered(entries: Sequence[LogEntry], saga_id: uuid.UUID, record: LogRecord) -> LogEntry:
@@ -134,6 +170,10 @@ class Transition:
     """One transaction's worth of changes, decided before it is written."""
 
     rows: list[LogRecord]
+    # The rows as the planner reads them, numbered after the run's, and the run's tracks
+    # with them when the plan read them (not when the saga gave up).
+    entries: list[LogEntry]
+    tracks: Progress | None
     status: SagaStatus
     current_step: str
     move: CallMove | None
@@ -186,8 +226,13 @@ class SagaEngine:
         self._errors: dict[uuid.UUID, int] = {}
         self._stopping = False
 
-    def started(self, run: Run, move: CallMove, *, at: datetime) -> LogRecord:
-        """The STARTED row that opens attempt `move.attempt` of a call."""
+    def started(
+        self, run: Run, move: CallMove, *, at: datetime, booking: Booking | None = None
+    ) -> LogRecord:
+        """The STARTED row that opens attempt `move.attempt` of a call.
+
+        `booking` is the run's booking as the call will see it, if it is about to change.
+        """
         trace_id, span_id = telemetry.current_ids()
         return LogRecord(
             trace_id=trace_id,
@@ -196,7 +241,8 @@ class SagaEngine:
             phase=_phase(move),
             event=StepEvent.STARTED,
             attempt=move.attempt,
-            request_summary=self._call(run, move).summary,
+            # A copy: the call's own summary is reused by its later attempts.
+            request_summary=dict(self._call(run, move, booking or run.booking).summary),
             at=at,
         )
 
@@ -245,26 +291,35 @@ class SagaEngine:
             context=telemetry.extract(run.saga.trace_context),
             links=observe.link_to(last.trace_id, last.span_id) if resumed and last else [],
             attributes={
-                "saga.id": str(run.saga_id),
-                "booking.id": str(run.booking.booking_id),
+                "saga.id": run.saga_id_text,
+                "booking.id": run.booking_id_text,
                 "saga.kind": run.definition.kind,
                 "saga.resumed": resumed,
             },
         )
 
-    def _call(self, run: Run, move: CallMove) -> Call:
+    def _call(self, run: Run, move: CallMove, booking: Booking) -> Call:
+        """The call `move` makes with `booking`: built once a run, for its STARTED rows and
+        its invocations, and again only if a booking field the call sends has changed."""
         step: Step = move.step
+        key = (step.name, _phase(move))
+        sent = _call_fields(booking)
+        cached = run.calls.get(key)
+        if cached is not None and cached[0] == sent:
+            return cached[1]
         operation = step.action if isinstance(move, RunAction) else step.compensation
         assert operation is not None, "the planner compensates only steps that have a compensation"
-        return call_for(
+        call = call_for(
             operation,
             kind=run.definition.kind,
             step_name=step.name,
             saga_id=run.saga_id,
             booking_saga_id=run.booking_saga_id,
-            booking=run.booking,
+            booking=booking,
             hold_seconds=self._hold_seconds,
         )
+        run.calls[key] = (sent, call)
+        return call
 
     def definition(self, kind: str) -> SagaDefinition:
         """The definition this engine runs for sagas of `kind`."""
@@ -437,7 +492,7 @@ class SagaEngine:
         """
         span, run.span = run.span or self.open_span(run, resumed=move is None), None
         with trace.use_span(span, end_on_exit=True):
-            token = logs.saga_id.set(str(run.saga_id))
+            token = logs.saga_id.set(run.saga_id_text)
             try:
                 await self._steps(run, move)
             finally:
@@ -459,7 +514,7 @@ class SagaEngine:
                 )
             self._errors.pop(run.saga_id, None)
         except LeaseLost:
-            log.info("saga taken over by another process", extra={"saga_id": str(run.saga_id)})
+            log.info("saga taken over by another process", extra={"saga_id": run.saga_id_text})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one saga's failure must not end the others
@@ -504,27 +559,32 @@ class SagaEngine:
         """Make the call `move` asks for, in a span of its own, and time it."""
         step, phase = move.step, _phase(move)
         verb = "step" if phase is StepPhase.ACTION else "compensate"
-        with observe.tracer.start_as_current_span(
+        phase_name = _PHASE_NAMES[phase]
+        # start_as_current_span's own, without its extra generator context manager.
+        span = observe.tracer.start_span(
             f"{verb} {step.name}",
             attributes={
-                "saga.id": str(run.saga_id),
-                "booking.id": str(run.booking.booking_id),
+                "saga.id": run.saga_id_text,
+                "booking.id": run.booking_id_text,
                 "saga.kind": run.definition.kind,
                 "saga.step": step.name,
-                "saga.phase": phase.value.lower(),
+                "saga.phase": phase_name,
                 "saga.attempt": move.attempt,
             },
-        ) as span:
+        )
+        with trace.use_span(span, end_on_exit=True):
             began = time.perf_counter()
             outcome = await self._attempts(run, move)
-            observe.STEP_DURATION.labels(
-                run.definition.kind, step.name, phase.value.lower()
-            ).observe(time.perf_counter() - began)
+            observe.step_duration(run.definition.kind, step.name, phase_name).observe(
+                time.perf_counter() - began
+            )
             last = outcome.rows[-1]
-            span.set_attribute("saga.attempt", last.attempt)
-            span.set_attribute("saga.retries", last.attempt - move.attempt)
-            span.set_attribute(
-                "saga.outcome", "gave_up" if outcome.gave_up else last.event.value.lower()
+            span.set_attributes(
+                {
+                    "saga.attempt": last.attempt,
+                    "saga.retries": last.attempt - move.attempt,
+                    "saga.outcome": "gave_up" if outcome.gave_up else last.event.value.lower(),
+                }
             )
             if last.event is not StepEvent.SUCCEEDED:
                 span.set_status(Status(StatusCode.ERROR, f"{last.code}: {last.message}"))
@@ -539,7 +599,7 @@ class SagaEngine:
         """
         step, phase = move.step, _phase(move)
         policy = step.retry if phase is StepPhase.ACTION else step.compensation_retry
-        call = self._call(run, move)
+        call = self._call(run, move, run.booking)
         kind = run.definition.kind
         attempt = move.attempt
 
@@ -556,7 +616,7 @@ class SagaEngine:
             log.warning(
                 "saga step failed; retrying",
                 extra={
-                    "saga_id": str(run.saga_id),
+                    "saga_id": run.saga_id_text,
                     "step": step.name,
                     "attempt": attempt,
                     "code": error.code,
@@ -710,28 +770,35 @@ class SagaEngine:
         definition = run.definition
         now = self._clock()
         rows = list(outcome.rows)
-        entries = list(run.entries)
+        added: list[LogEntry] = []
         for row in rows:
-            entries.append(numbered(entries, run.saga_id, row))
+            added.append(numbered(added or run.entries, run.saga_id, row))
         amount = None
-        priced = run
+        priced = run.booking
         if "amount_cents" in outcome.response and definition.kind == "booking":
             # The reserve step prices the booking; the next call (the charge) must see it.
             amount = int(outcome.response["amount_cents"])
-            priced = replace(run, booking=replace(run.booking, amount_cents=amount))
+            priced = replace(run.booking, amount_cents=amount)
         status = run.saga.status
         cancel = run.saga.cancel_requested
         note: str | None = None
         failure: str | None = None
         move: CallMove | None = None
+        progress: Progress | None = None
         if outcome.gave_up is not None:
             status, note = transition(status, SagaStatus.STUCK), outcome.gave_up
         while outcome.gave_up is None:
-            planned = plan(definition, entries, status=status, cancel_requested=cancel)
+            if progress is None:
+                # The run's tracks, then the rows this transition adds; the run keeps only
+                # rows once they are committed.
+                progress = run.progress()
+                for entry in added:
+                    progress = advance(progress, definition, entry)
+            planned = next_move(definition, progress, status=status, cancel_requested=cancel)
             if isinstance(planned, StartCompensating):
                 status = transition(status, SagaStatus.COMPENSATING)
                 if planned.reason != "cancel requested":
-                    failure = _failure_text(planned.reason, entries)
+                    failure = _failure_text(planned.reason, [*run.entries, *added])
                 continue
             if isinstance(planned, Complete):
                 status = transition(status, SagaStatus.COMPLETED)
@@ -744,13 +811,17 @@ class SagaEngine:
                 status, note = transition(status, SagaStatus.STUCK), planned.reason
             else:
                 move = planned
-                row = self.started(priced, planned, at=now)
+                row = self.started(run, planned, at=now, booking=priced)
                 rows.append(row)
+                added.append(numbered(added or run.entries, run.saga_id, row))
+                progress = advance(progress, definition, added[-1])
             break
         booking_status, cancel_saga = self._booking_after(run, rows, status, now=now)
         current = rows[-1].step if rows else run.saga.current_step
         return Transition(
             rows=rows,
+            entries=added,
+            tracks=progress,
             status=status,
             current_step=current,
             move=move,
@@ -797,8 +868,7 @@ class SagaEngine:
     def _applied(self, run: Run, change: Transition, *, version: int, now: datetime) -> None:
         """Bring the run up to date with a committed transition, and tell waiters."""
         previous = run.saga.status
-        for row in change.rows:
-            run.record(row)
+        run.extend(change.entries, tracks=change.tracks)
         run.saga = replace(
             run.saga,
             status=change.status,
@@ -828,7 +898,7 @@ class SagaEngine:
         if change.status is not previous and change.status in _FINISHED:
             observe.SAGAS_FINISHED.labels(run.definition.kind, change.status.value).inc()
         if change.status is SagaStatus.STUCK:
-            log.error("saga STUCK", extra={"saga_id": str(run.saga_id), "note": run.saga.note})
+            log.error("saga STUCK", extra={"saga_id": run.saga_id_text, "note": run.saga.note})
 
     async def _write(self, run: Run, rows: list[LogRecord], *, current_step: str) -> None:
         """A transaction with rows and a fresh lease only: a retry's RETRYING or STARTED row."""
@@ -860,6 +930,21 @@ class SagaEngine:
 
 def _phase(move: CallMove) -> StepPhase:
     return StepPhase.ACTION if isinstance(move, RunAction) else StepPhase.COMPENSATION
+
+
+# How spans and metrics name a phase.
+_PHASE_NAMES = {phase: phase.value.lower() for phase in StepPhase}
+
+
+def _call_fields(booking: Booking) -> tuple[object, ...]:
+    """What `call_for` reads of a booking: a call built from equal fields is the same call."""
+    return (
+        booking.booking_id,
+        booking.account_id,
+        booking.event_id,
+        booking.quantity,
+        booking.amount_cents,
+    )
 
 
 def _result_row(

@@ -862,6 +862,28 @@ async def test_the_charge_is_logged_with_the_amount_it_charges(make_world: MakeW
     assert charge_started.request_summary["amount_cents"] == AMOUNT
 
 
+async def test_a_retried_charge_sends_and_logs_the_priced_request_on_every_attempt(
+    make_world: MakeWorld,
+) -> None:
+    world = make_world()
+    world.participants.script("charge", transient(), lost_reply())
+
+    booking = await booked(world)
+
+    saga = world.saga(booking.booking_id)
+    started = [
+        r.request_summary
+        for r in world.log(saga.saga_id)
+        if r.step == CHARGE and r.event.value == "STARTED"
+    ]
+    assert len(started) == 3
+    assert all(summary == started[0] for summary in started)
+    assert started[0]["amount_cents"] == AMOUNT
+    charges = [c for c in world.participants.calls if c.operation == "charge"]
+    assert {c.key for c in charges} == {started[0]["idempotency_key"]}
+    assert_confirmed_once(world, booking.booking_id)
+
+
 async def test_a_saga_that_cannot_be_loaded_is_parked_after_repeated_errors(
     make_world: MakeWorld,
 ) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from booking_svc.domain.log import LogMismatch, Track, read_log
+from booking_svc.domain.log import LogMismatch, Track, advance, read_log
 from booking_svc.domain.saga import BOOKING_SAGA
 from booking_svc.domain.states import StepEvent, StepPhase
 from tests.unit.booking.sim import Outcome, SagaLog
@@ -157,29 +157,34 @@ def a_row_of_another_saga(log: SagaLog) -> None:
     log.entries[-1] = dataclasses.replace(log.entries[-1], saga_id=uuid.uuid4())
 
 
-@pytest.mark.parametrize(
-    ("write", "complaint"),
-    [
-        (unknown_step, "has no such step"),
-        (compensation_of_a_step_without_one, "has no compensation"),
-        (compensation_after_the_pivot_succeeded, "pivot had succeeded"),
-        (
-            action_before_the_previous_step_succeeded,
-            r"earlier steps have not succeeded: \['reserve_seats'\]",
-        ),
-        (action_after_compensation_began, "after compensation began"),
-        (compensation_of_a_step_that_never_started, "action never started"),
-        (compensations_out_of_reverse_order, r"not compensated yet: \['charge_account'\]"),
-        (result_without_a_start, "cannot follow nothing"),
-        (rows_after_success, "cannot follow SUCCEEDED"),
-        (a_start_that_skips_an_attempt, "attempt 2, expected 1"),
-        (a_result_for_another_attempt, "attempt 2, expected 1"),
-        (a_retry_that_follows_no_refusal, "cannot follow RETRYING"),
-        (rows_out_of_order, "out of order"),
-        (a_row_of_another_saga, "belongs to saga"),
-    ],
-    ids=lambda value: getattr(value, "__name__", ""),
-)
+MISMATCHES = [
+    (unknown_step, "has no such step"),
+    (compensation_of_a_step_without_one, "has no compensation"),
+    (compensation_after_the_pivot_succeeded, "pivot had succeeded"),
+    (
+        action_before_the_previous_step_succeeded,
+        r"earlier steps have not succeeded: \['reserve_seats'\]",
+    ),
+    (action_after_compensation_began, "after compensation began"),
+    (compensation_of_a_step_that_never_started, "action never started"),
+    (compensations_out_of_reverse_order, r"not compensated yet: \['charge_account'\]"),
+    (result_without_a_start, "cannot follow nothing"),
+    (rows_after_success, "cannot follow SUCCEEDED"),
+    (a_start_that_skips_an_attempt, "attempt 2, expected 1"),
+    (a_result_for_another_attempt, "attempt 2, expected 1"),
+    (a_retry_that_follows_no_refusal, "cannot follow RETRYING"),
+    (rows_out_of_order, "out of order"),
+    (a_row_of_another_saga, "belongs to saga"),
+]
+# Row by row, the caller vouches for the saga and the order of its rows.
+ROW_MISMATCHES = [m for m in MISMATCHES if m[0] not in (rows_out_of_order, a_row_of_another_saga)]
+
+
+def _name(value: object) -> str:
+    return getattr(value, "__name__", "")
+
+
+@pytest.mark.parametrize(("write", "complaint"), MISMATCHES, ids=_name)
 def test_a_log_that_disagrees_with_the_definition_is_an_error_not_a_guess(
     write: Callable[[SagaLog], None], complaint: str
 ) -> None:
@@ -188,3 +193,31 @@ def test_a_log_that_disagrees_with_the_definition_is_an_error_not_a_guess(
 
     with pytest.raises(LogMismatch, match=complaint):
         read_log(BOOKING_SAGA, log.entries)
+
+
+def test_advance_reads_rows_one_at_a_time_as_read_log_reads_them_all() -> None:
+    log = SagaLog()
+    log.call("reserve_seats", Outcome.SUCCESS)
+    log.call("charge_account", Outcome.CRASH)
+    log.call("charge_account", Outcome.TRANSIENT, attempt=2)
+    log.call("charge_account", Outcome.REFUSED, attempt=3)
+    log.call("charge_account", Outcome.SUCCESS, phase=COMPENSATION)
+    log.call("reserve_seats", Outcome.SUCCESS, phase=COMPENSATION)
+
+    progress = read_log(BOOKING_SAGA, [])
+    for count, entry in enumerate(log.entries, start=1):
+        progress = advance(progress, BOOKING_SAGA, entry)
+        assert progress == read_log(BOOKING_SAGA, log.entries[:count])
+
+
+@pytest.mark.parametrize(("write", "complaint"), ROW_MISMATCHES, ids=_name)
+def test_advance_refuses_the_rows_read_log_refuses(
+    write: Callable[[SagaLog], None], complaint: str
+) -> None:
+    log = SagaLog()
+    write(log)
+    *before, last = log.entries
+    progress = read_log(BOOKING_SAGA, before)
+
+    with pytest.raises(LogMismatch, match=complaint):
+        advance(progress, BOOKING_SAGA, last)
