@@ -197,6 +197,12 @@ def _check_combinations(ctx: click.Context, options: dict[str, Any]) -> None:
             raise click.UsageError("--keep-home applies to the embedded system only")
         if (options["tls_cert_file"] is None) != (options["tls_key_file"] is None):
             raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+    json_out = options["json_out"]
+    if json_out is not None and not json_out.resolve().parent.is_dir():
+        raise click.UsageError(
+            f"--json-out {json_out}: the folder {json_out.parent} does not exist; the report"
+            " would be lost after the runs"
+        )
     if options["contention_seats"] > options["contention_bookings"]:
         raise click.UsageError(
             f"--contention-seats {options['contention_seats']} leaves no contention for"
@@ -444,8 +450,12 @@ def bench(ctx: click.Context, /, **options: Any) -> None:
         sys.exit(130)
     document = json.dumps(report, indent=2)
     if options["json_out"] is not None:
-        options["json_out"].write_text(document + "\n")
-        echo(f"wrote the JSON report to {options['json_out']}")
+        try:
+            options["json_out"].write_text(document + "\n")
+            echo(f"wrote the JSON report to {options['json_out']}")
+        except OSError as err:
+            # The runs are done: say why the file is missing, and still show what they found.
+            click.echo(f"bookingctl bench: could not write {options['json_out']}: {err}", err=True)
     if options["as_json"]:
         click.echo(document)
     else:

@@ -524,6 +524,7 @@ def test_concurrency_lists() -> None:
         (["--external", "--keep-home"], "--keep-home applies to the embedded system only"),
         (["--external", "--pg-url", "mysql://h/db"], "postgresql://"),
         (["--contention-seats", "20", "--contention-bookings", "10"], "leaves no contention"),
+        (["--json-out", "no-such-folder/report.json"], "no-such-folder does not exist"),
     ],
 )
 def test_bad_options_are_refused_before_anything_starts(args: list[str], says: str) -> None:
