@@ -36,7 +36,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast, get_args
+from typing import Any, Literal, NoReturn, cast, get_args
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -44,6 +44,7 @@ from google.protobuf.duration_pb2 import Duration
 from eventbooking.errors import FailedPrecondition, InvalidArgument
 from eventbooking.faults.v1 import faults_pb2 as pb
 from eventbooking.faults.v1 import faults_pb2_grpc as pb_grpc
+from eventbooking.rpc import Context, ServerInterceptor, StreamHandler, UnaryHandler
 
 log = logging.getLogger(__name__)
 
@@ -324,17 +325,7 @@ class Injector:
         return FaultInterceptor(self)
 
 
-Context = grpc.aio.ServicerContext[Any, Any]
-UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
-
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # grpc's classes are generic only in their stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class FaultInterceptor(_Interceptor):
+class FaultInterceptor(ServerInterceptor):
     """Applies the injector's faults around unary and server-streaming handlers.
 
     `create_server` places it innermost, after the access checks, so only
@@ -362,11 +353,11 @@ class FaultInterceptor(_Interceptor):
         }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(cast(UnaryBehavior, handler.unary_unary), method), **serializers
+                self._unary(cast(UnaryHandler, handler.unary_unary), method), **serializers
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(cast(StreamBehavior, handler.unary_stream), method), **serializers
+                self._stream(cast(StreamHandler, handler.unary_stream), method), **serializers
             )
         return handler
 
@@ -394,7 +385,7 @@ class FaultInterceptor(_Interceptor):
         if rule.kind == "lost_reply":
             await context.abort(grpc.StatusCode.UNAVAILABLE, LOST_REPLY_MESSAGE)
 
-    def _unary(self, inner: UnaryBehavior, method: str) -> UnaryBehavior:
+    def _unary(self, inner: UnaryHandler, method: str) -> UnaryHandler:
         async def unary(request: Any, context: Context) -> Any:
             decision = self._injector.decide(method)
             await self._before(decision, context, method)
@@ -418,7 +409,7 @@ class FaultInterceptor(_Interceptor):
         if rule is not None and rule.kind == "crash" and rule.when == "after":
             self._injector.crash(rule, method)
 
-    def _stream(self, inner: StreamBehavior, method: str) -> StreamBehavior:
+    def _stream(self, inner: StreamHandler, method: str) -> StreamHandler:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             decision = self._injector.decide(method)
             await self._before(decision, context, method)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 
 from eventbooking import db, errors
+from eventbooking.rpc import ServerInterceptor, StreamHandler, UnaryHandler
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,7 @@ async def _abort_for(
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
 
 
-UnaryHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
-
-
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # grpc's classes are generic only in their stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class ErrorInterceptor(_Interceptor):
+class ErrorInterceptor(ServerInterceptor):
     """Maps exceptions raised by unary-unary and unary-stream handlers to statuses."""
 
     async def intercept_service(

@@ -8,24 +8,22 @@ error interceptor so that it sees the status a raised error was mapped to.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import grpc
 from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # grpc's classes are generic only in their stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-Context = grpc.aio.ServicerContext[Any, Any]
-UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
-StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+from eventbooking.rpc import (
+    Context,
+    ServerInterceptor,
+    StreamHandler,
+    UnaryHandler,
+    final_code,
+)
 
 
 class _RpcCollectors(NamedTuple):
@@ -58,7 +56,7 @@ def _collectors(registry: CollectorRegistry) -> _RpcCollectors:
     return _COLLECTORS[registry]
 
 
-class RpcMetrics(_Interceptor):
+class RpcMetrics(ServerInterceptor):
     """Counts and times every unary and streaming RPC by its final status code."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -84,45 +82,45 @@ class RpcMetrics(_Interceptor):
         # Under grpc.aio every behavior is a coroutine function or an async generator.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(cast(UnaryBehavior, handler.unary_unary), labels), **serializers
+                self._unary(cast(UnaryHandler, handler.unary_unary), labels), **serializers
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(cast(UnaryBehavior, handler.stream_unary), labels), **serializers
+                self._unary(cast(UnaryHandler, handler.stream_unary), labels), **serializers
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(cast(StreamBehavior, handler.unary_stream), labels), **serializers
+                self._stream(cast(StreamHandler, handler.unary_stream), labels), **serializers
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(cast(StreamBehavior, handler.stream_stream), labels), **serializers
+                self._stream(cast(StreamHandler, handler.stream_stream), labels), **serializers
             )
         return handler
 
-    def _unary(self, inner: UnaryBehavior, labels: tuple[str, str]) -> UnaryBehavior:
+    def _unary(self, inner: UnaryHandler, labels: tuple[str, str]) -> UnaryHandler:
         async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
                 response = await inner(request, context)
             except BaseException as error:
-                self._record(labels, _final_code(context, error), started)
+                self._record(labels, final_code(context, error), started)
                 raise
-            self._record(labels, _final_code(context, None), started)
+            self._record(labels, final_code(context, None), started)
             return response
 
         return unary
 
-    def _stream(self, inner: StreamBehavior, labels: tuple[str, str]) -> StreamBehavior:
+    def _stream(self, inner: StreamHandler, labels: tuple[str, str]) -> StreamHandler:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
                 async for item in inner(request, context):
                     yield item
             except BaseException as error:
-                self._record(labels, _final_code(context, error), started)
+                self._record(labels, final_code(context, error), started)
                 raise
-            self._record(labels, _final_code(context, None), started)
+            self._record(labels, final_code(context, None), started)
 
         return stream
 
@@ -131,24 +129,6 @@ class RpcMetrics(_Interceptor):
         self._metrics.duration.labels(*labels).observe(
             time.perf_counter() - started, exemplar=_exemplar()
         )
-
-
-def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
-    """The status the client gets after the behavior returned or raised `error`."""
-    # None until a handler calls set_code or abort; abort sets it before it raises.
-    code: grpc.StatusCode | None = context.code()
-    if error is None:
-        return code or grpc.StatusCode.OK
-    if isinstance(error, grpc.aio.AbortError):
-        return code or grpc.StatusCode.UNKNOWN
-    # The call was cancelled under the handler: by the client, or by its deadline.
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        remaining: float | None = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    # grpc.aio answers any other exception with UNKNOWN.
-    return grpc.StatusCode.UNKNOWN
 
 
 def _exemplar() -> dict[str, str] | None:

@@ -40,6 +40,14 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from eventbooking.rpc import Context as ServicerContext
+from eventbooking.rpc import (
+    ServerInterceptor,
+    StreamHandler,
+    UnaryHandler,
+    final_code,
+)
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -167,14 +175,6 @@ _SERVER_ERRORS = frozenset(
 _ANSWERED = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
 
 _Metadata = Sequence[tuple[str, str | bytes]]
-_ServicerContext = grpc.aio.ServicerContext[Any, Any]
-_UnaryBehavior = Callable[[Any, _ServicerContext], Awaitable[Any]]
-_StreamBehavior = Callable[[Any, _ServicerContext], AsyncIterator[Any]]
-
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # grpc's classes are generic only in their stubs
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class _MetadataGetter(Getter[_Metadata]):
@@ -199,7 +199,7 @@ class _Method:
     attributes: dict[str, AttributeValue]
 
 
-class ServerSpans(_Interceptor):
+class ServerSpans(ServerInterceptor):
     """Makes a SERVER span around unary-unary and unary-stream calls; other kinds pass through.
 
     The span is named after the full method and carries rpc.system,
@@ -237,13 +237,13 @@ class ServerSpans(_Interceptor):
         # Under grpc.aio every behavior is a coroutine function or an async generator.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(cast(_UnaryBehavior, handler.unary_unary), method),
+                self._unary(cast(UnaryHandler, handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(cast(_StreamBehavior, handler.unary_stream), method),
+                self._stream(cast(StreamHandler, handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -257,7 +257,7 @@ class ServerSpans(_Interceptor):
         return _Method(name, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
 
     def _start(
-        self, method: _Method, context: _ServicerContext
+        self, method: _Method, context: ServicerContext
     ) -> tuple[trace.Span, Token[Context]]:
         metadata = cast("_Metadata | None", context.invocation_metadata())
         parent = propagate.extract(metadata, getter=_METADATA) if metadata else None
@@ -275,10 +275,10 @@ class ServerSpans(_Interceptor):
         # One attach for parent and span: the handler keeps any baggage extracted with it.
         return span, context_api.attach(trace.set_span_in_context(span, parent))
 
-    def _unary(self, inner: _UnaryBehavior, method: _Method) -> _UnaryBehavior:
+    def _unary(self, inner: UnaryHandler, method: _Method) -> UnaryHandler:
         start = self._start
 
-        async def unary(request: Any, context: _ServicerContext) -> Any:
+        async def unary(request: Any, context: ServicerContext) -> Any:
             span, token = start(method, context)
             try:
                 response = await inner(request, context)
@@ -290,10 +290,10 @@ class ServerSpans(_Interceptor):
 
         return unary
 
-    def _stream(self, inner: _StreamBehavior, method: _Method) -> _StreamBehavior:
+    def _stream(self, inner: StreamHandler, method: _Method) -> StreamHandler:
         start = self._start
 
-        async def stream(request: Any, context: _ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             span, token = start(method, context)
             try:
                 async for item in inner(request, context):
@@ -307,7 +307,7 @@ class ServerSpans(_Interceptor):
 
 
 def _call_attributes(
-    context: _ServicerContext, metadata: _Metadata | None
+    context: ServicerContext, metadata: _Metadata | None
 ) -> dict[str, AttributeValue]:
     """The attributes that differ from call to call: the client's address and user agent."""
     attributes: dict[str, AttributeValue] = {}
@@ -326,12 +326,12 @@ def _call_attributes(
 
 
 def _finish(
-    span: trace.Span, token: Token[Context], context: _ServicerContext, error: BaseException | None
+    span: trace.Span, token: Token[Context], context: ServicerContext, error: BaseException | None
 ) -> None:
     """Set the span's code and status from how the behavior ended, then end it."""
     context_api.detach(token)
     if span.is_recording():
-        code = _final_code(context, error)
+        code = final_code(context, error)
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code in _SERVER_ERRORS:
             if error is None or isinstance(error, _ANSWERED):
@@ -342,24 +342,6 @@ def _finish(
                 details = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}"))
     span.end()
-
-
-def _final_code(context: _ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    """The status the client gets after the behavior returned or raised `error`."""
-    # None until a handler calls set_code or abort; abort sets it before it raises.
-    code: grpc.StatusCode | None = context.code()
-    if error is None:
-        return code or grpc.StatusCode.OK
-    if isinstance(error, grpc.aio.AbortError):
-        return code or grpc.StatusCode.UNKNOWN
-    # The call was cancelled under the handler: by the client, or by its deadline.
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        remaining: float | None = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    # grpc.aio answers any other exception with UNKNOWN.
-    return grpc.StatusCode.UNKNOWN
 
 
 def client_interceptors(
