@@ -9,7 +9,6 @@ long each try may take.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -56,34 +55,13 @@ def deadline_passed(deadline: datetime, clock: Clock) -> Callable[[RetryCallStat
     return lambda _state: clock() >= deadline
 
 
-# A saga step's backoff: 0.05 s doubling per attempt, capped, plus up to 0.1 s of jitter.
-_STEP_BACKOFF_BASE = 0.05
-_STEP_BACKOFF_JITTER = 0.1
-
-
-def participant_backoff(attempt: int, max_backoff: float) -> float:
-    """The sleep after failed attempt number `attempt` (from 1) of a saga step's call."""
-    # Past 2**60 the cap has long been reached; the bound keeps the float finite.
-    grown = _STEP_BACKOFF_BASE * 2.0 ** min(attempt - 1, 60)
-    return min(grown + random.uniform(0, _STEP_BACKOFF_JITTER), max_backoff)  # noqa: S311 - jitter
-
-
 def participant_calls(
-    *,
-    stop: Stop,
-    max_backoff: float,
-    before_sleep: BeforeSleep,
-    sleep: Sleep = asyncio.sleep,
-    tries_before: int = 0,
+    *, stop: Stop, max_backoff: float, before_sleep: BeforeSleep, sleep: Sleep = asyncio.sleep
 ) -> AsyncRetrying:
-    """A saga step's calls: transient failures retried with capped backoff until `stop`.
-
-    `tries_before` counts the calls already made outside this loop, so that
-    the backoff goes on growing from where they left it.
-    """
+    """A saga step's calls: transient failures retried with capped backoff until `stop`."""
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=lambda state: participant_backoff(state.attempt_number + tries_before, max_backoff),
+        wait=wait_exponential_jitter(multiplier=0.05, max=max_backoff, jitter=0.1),
         stop=stop,
         sleep=sleep,
         before_sleep=before_sleep,

@@ -612,7 +612,9 @@ class SagaEngine:
             self._crash(crash_points.point(kind, step.name, phase, "before_call"))
             return await call.invoke(self._participants, policy.deadline_seconds)
 
-        async def record_retry(error: ParticipantError, attempt: int) -> None:
+        async def record_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            assert isinstance(error, ParticipantError)
             log.warning(
                 "saga step failed; retrying",
                 extra={
@@ -629,32 +631,24 @@ class SagaEngine:
             retry_row = _result_row(move, attempt, StepEvent.RETRYING, error, at=self._clock())
             await self._write(run, [retry_row], current_step=step.name)
 
-        async def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            assert isinstance(error, ParticipantError)
-            await record_retry(error, attempt)
-
         try:
             try:
                 response = await once(attempt)
-            except ParticipantError as error:
-                # The rest of the policy, counted from the next attempt on.
-                rest = replace(move, attempt=attempt + 1)
-                stop = self._stop_for(run, rest, policy)
-                if not error.transient or stop is None:
+            except ParticipantError as first:
+                if not first.transient:
                     raise
-                await record_retry(error, attempt)
-                await self._sleep(retry.participant_backoff(1, policy.max_backoff_seconds))
                 retrying = retry.participant_calls(
-                    stop=stop,
+                    stop=self._stop_for(run, move, policy),
                     max_backoff=policy.max_backoff_seconds,
-                    before_sleep=before_sleep,
+                    before_sleep=record_retry,
                     sleep=self._sleep,
-                    tries_before=1,
                 )
                 async for try_ in retrying:
                     with try_:
-                        attempt = rest.attempt + try_.retry_state.attempt_number - 1
+                        attempt = move.attempt + try_.retry_state.attempt_number - 1
+                        if attempt == move.attempt:
+                            # The first try, made above: tenacity counts it and backs off.
+                            raise first
                         response = await once(attempt)
         except ParticipantError as error:
             self._crash(crash_points.point(kind, step.name, phase, "after_call"))
@@ -683,21 +677,17 @@ class SagaEngine:
         )
         return Outcome([done], response=response)
 
-    def _stop_for(self, run: Run, move: CallMove, policy: RetryPolicy) -> retry.Stop | None:
-        """What is left of the policy from `move.attempt` on, counting attempts and time
-        spent before a crash too; None when nothing is left."""
+    def _stop_for(self, run: Run, move: CallMove, policy: RetryPolicy) -> retry.Stop:
+        """What is left of the policy, counting attempts and time spent before a crash too."""
         if policy.kind is RetryKind.BUDGETED:
-            left = (policy.attempts or 1) - move.attempt + 1
-            return stop_after_attempt(left) if left > 0 else None
+            return stop_after_attempt(max(1, (policy.attempts or 1) - move.attempt + 1))
         # The give-up clock starts at the track's first call, or at an operator's retry of it.
         track = [e for e in run.entries if e.step == move.step.name and e.phase is _phase(move)]
         reopened = [e.at for e in track if e.code == OPERATOR]
         started = [e.at for e in track if e.event is StepEvent.STARTED]
         first = reopened[-1] if reopened else started[0] if started else self._clock()
-        give_up_at = first + timedelta(seconds=policy.give_up_after_seconds or 0)
-        if self._clock() >= give_up_at:
-            return None
-        return retry.deadline_passed(give_up_at, self._clock)
+        limit = timedelta(seconds=policy.give_up_after_seconds or 0)
+        return retry.deadline_passed(first + limit, self._clock)
 
     async def _through_outages(self, write: Callable[[], Awaitable[T]]) -> T:
         """`write`, tried again while the database cannot be reached, for half a lease.

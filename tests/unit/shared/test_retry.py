@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import pytest
+from tenacity import RetryCallState
 
-from eventbooking.retry import participant_backoff
+from eventbooking.retry import participant_calls
+
+
+async def _never(_state: RetryCallState) -> None:
+    raise AssertionError("not called: only the wait is under test")
+
+
+def participant_backoff(attempt: int, max_backoff: float) -> float:
+    """The sleep a saga step's retry loop takes after failed attempt `attempt` (from 1)."""
+    retrying = participant_calls(
+        stop=lambda _s: False, max_backoff=max_backoff, before_sleep=_never
+    )
+    state = RetryCallState(retrying, None, (), {})
+    state.attempt_number = attempt
+    assert retrying.wait is not None
+    return float(retrying.wait(state))
 
 
 @pytest.mark.parametrize(("attempt", "grown"), [(1, 0.05), (2, 0.1), (3, 0.2), (5, 0.8)])
