@@ -69,12 +69,42 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Where free_port looks: below the kernel's ephemeral range, whose ports any outgoing
+# connection may take between the moment a port is chosen and the moment its server binds
+# it (services open their database pools at start, dozens of connections at once).
+_LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port nobody listens on right now, and that no outgoing connection will take."""
+    below = _first_ephemeral_port()
+    if below - _LOWEST_PORT < 1000:
+        # An ephemeral range that starts too low to leave room: let the kernel choose.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    for _ in range(200):
+        port = _LOWEST_PORT + secrets.randbelow(below - _LOWEST_PORT)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise OSError(f"no free TCP port between {_LOWEST_PORT} and {below}")
 
 
 def _ensure_system_user() -> pwd.struct_passwd:
