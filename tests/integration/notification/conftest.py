@@ -7,7 +7,6 @@ running here. Calls carry `service()` (sends), `admin()` or `accounts.bearer(id)
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1._async import HealthServicer
 
+from eventbooking.localpg import free_port as pick_free_port
 from eventbooking.notification.v1 import notification_pb2_grpc as pb_grpc
 from eventbooking.server import authenticator, create_server
 from notification_svc.adapters.sinks import Sink
@@ -62,12 +62,6 @@ class FakeAccountTokens:
 
     async def __call__(self, token: str) -> uuid.UUID | None:
         return self._accounts.get(token)
-
-
-def pick_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from eventbooking.localpg import free_port
 from eventbooking.notification.v1 import notification_pb2 as pb
 from eventbooking.notification.v1 import notification_pb2_grpc as pb_grpc
 
@@ -29,12 +30,6 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICE = pb.DESCRIPTOR.services_by_name["NotificationService"].full_name
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 SERVICE_CREDENTIAL = "service-credential-for-tests"

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from eventbooking import metrics
 from eventbooking.interceptors import ErrorInterceptor
+from eventbooking.localpg import free_port
 from eventbooking.metrics import RpcMetrics
 from eventbooking.server import create_server
 from eventbooking.settings import ServiceSettings
@@ -144,12 +145,6 @@ async def test_create_server_maps_errors_before_the_metrics_and_counts_health_ch
     assert count(REGISTRY, "Stream", "INTERNAL") == internal_before + 1
     health = count(REGISTRY, "Check", "OK", service="grpc.health.v1.Health")
     assert health == health_before + 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_endpoint_serves_the_registry_in_prometheus_text() -> None:
